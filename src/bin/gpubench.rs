@@ -1,0 +1,69 @@
+//! The `gpubench` command line: parse, start logging, dispatch, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+use gpubench::exit::EXIT_CODES_HELP;
+use gpubench::{ExitStatus, Failure};
+
+#[derive(Parser)]
+#[command(name = "gpubench", version, about, after_help = EXIT_CODES_HELP, propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drive concurrent load at an LLM endpoint and measure it (closed or open loop).
+    #[command(after_help = gpubench::loadtest::AFTER_HELP)]
+    LoadTest(gpubench::loadtest::LoadTestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(ExitStatus::Failure.code());
+        }
+    };
+    let quiet = cli.quiet;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::LoadTest(args) => gpubench::loadtest::run_cli(args, quiet).await.map_err(failed),
+        }
+    });
+    match result {
+        Ok(status) => ExitCode::from(status.code()),
+        Err((status, err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(status.code())
+        }
+    }
+}
+
+fn failed<E: Failure>(e: E) -> (ExitStatus, anyhow::Error) {
+    (e.exit_status(), anyhow::Error::new(e))
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

@@ -1,0 +1,12 @@
+//! gpubench: how much LLM inference do your GPUs give, and what does sharing them buy?
+//!
+//! One module per command, meeting only in [`report`], the data contracts every
+//! command reads or writes. The binary in `src/bin/gpubench.rs` parses the command
+//! line and dispatches here.
+
+pub mod exit;
+pub mod loadtest;
+pub mod report;
+pub mod util;
+
+pub use exit::{ExitStatus, Failure};

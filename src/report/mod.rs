@@ -1,0 +1,99 @@
+//! The data contracts every command shares: the run report written by `load-test`
+//! (and read by `compare`), the environment stamp, and latency summaries.
+//!
+//! Everything here is versioned by [`SCHEMA_VERSION`]; the JSON Schema of a run report
+//! file is committed at `schemas/run-report.schema.json` and checked by the tests.
+
+mod environment;
+mod latency;
+mod run;
+
+pub use environment::{EnvironmentStamp, GpuInfo};
+pub use latency::{decode_histogram, encode_histogram, LatencySummary};
+pub use run::*;
+
+use std::path::{Path, PathBuf};
+
+/// Version of the run report format. Bumped on any change that breaks readers.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Errors reading or writing report files.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot read report {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write report {path}: {source}. Check that the folder exists and is writable")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a gpubench run report: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+    #[error("{path} has schema_version {found}, this gpubench reads version {expected}: re-run the load test with this version")]
+    Version { path: PathBuf, found: u64, expected: u32 },
+}
+
+impl crate::Failure for ReportError {
+    fn exit_status(&self) -> crate::ExitStatus {
+        match self {
+            ReportError::Invalid { .. } | ReportError::Version { .. } => crate::ExitStatus::Usage,
+            _ => crate::ExitStatus::Failure,
+        }
+    }
+}
+
+impl RunReportFile {
+    /// All runs in the file: one for a single point, several for a sweep.
+    pub fn runs(&self) -> &[RunReport] {
+        match self {
+            RunReportFile::Single(r) => std::slice::from_ref(r.as_ref()),
+            RunReportFile::Sweep(s) => &s.runs,
+        }
+    }
+
+    /// Wraps runs as a file: a bare report for one, a sweep for several.
+    pub fn from_runs(mut runs: Vec<RunReport>) -> Self {
+        if runs.len() == 1 {
+            RunReportFile::Single(Box::new(runs.remove(0)))
+        } else {
+            RunReportFile::Sweep(RunSet { schema_version: SCHEMA_VERSION, runs })
+        }
+    }
+
+    /// Reads a report file, checking its schema version first so that an old or foreign
+    /// file gets an error that names it.
+    pub fn load(path: &Path) -> Result<Self, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.into(), source })?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ReportError::Invalid { path: path.into(), detail: format!("not JSON ({e})") })?;
+        let version = value
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| ReportError::Invalid { path: path.into(), detail: "no schema_version field".into() })?;
+        if version != SCHEMA_VERSION as u64 {
+            return Err(ReportError::Version { path: path.into(), found: version, expected: SCHEMA_VERSION });
+        }
+        serde_json::from_value(value).map_err(|e| ReportError::Invalid { path: path.into(), detail: e.to_string() })
+    }
+
+    /// Writes the file as pretty JSON; a temporary file is renamed into place so a
+    /// reader never sees half a report.
+    pub fn save(&self, path: &Path) -> Result<(), ReportError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| ReportError::Invalid { path: path.into(), detail: e.to_string() })?;
+        write_atomically(path, text.as_bytes()).map_err(|source| ReportError::Write { path: path.into(), source })
+    }
+
+    /// The JSON Schema of a report file, as committed in `schemas/run-report.schema.json`.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(RunReportFile)).unwrap_or_default()
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary sibling file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

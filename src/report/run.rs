@@ -1,0 +1,199 @@
+//! The run report: everything one load-test point measured, and how.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{EnvironmentStamp, LatencySummary};
+
+/// A report file: one run, or a sweep of several (`{"schema_version": 1, "runs": [...]}`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RunReportFile {
+    Sweep(RunSet),
+    Single(Box<RunReport>),
+}
+
+/// The runs of a sweep, one per concurrency or rate point, in the order they ran.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSet {
+    pub schema_version: u32,
+    pub runs: Vec<RunReport>,
+}
+
+/// What one load-test point measured.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RunReport {
+    pub schema_version: u32,
+    /// Name of this run in comparisons (`--label`; by default the mode and its level, e.g. `c8`).
+    pub label: String,
+    /// When the run started, RFC 3339 in UTC.
+    pub started_at: String,
+    pub target: Target,
+    pub workload: Workload,
+    pub environment: EnvironmentStamp,
+    /// How each metric was measured, in words, so readers of the report know what the numbers mean.
+    pub definitions: BTreeMap<String, String>,
+    pub counts: Counts,
+    /// Length of the measurement window in seconds (warm-up excluded).
+    pub window_s: f64,
+    pub throughput: Throughput,
+    pub latency_ms: Latencies,
+    /// Requests that met every SLO given with `--slo`; absent without SLOs.
+    pub goodput: Option<Goodput>,
+    /// How well the client kept to its own schedule.
+    pub client: ClientCheck,
+    /// HdrHistograms of the measured requests, in microseconds, so that runs can be merged.
+    pub histograms: Histograms,
+    /// Per-second series over the measurement window.
+    pub series: Vec<SeriesPoint>,
+    /// Things a reader should know (token count mismatches, unknown counts...).
+    pub warnings: Vec<String>,
+    /// True when the run was stopped by Ctrl-C and the report is partial.
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Target {
+    pub urls: Vec<String>,
+    /// `generate`, `openai-completions` or `openai-chat`.
+    pub api: String,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Workload {
+    /// `closed` (N workers, each sends when its last request ended) or `open` (requests sent on a schedule).
+    pub mode: String,
+    pub concurrency: Option<u32>,
+    /// Target request rate in requests per second (open loop).
+    pub rate: Option<f64>,
+    /// `constant` or `poisson` (open loop).
+    pub arrival: Option<String>,
+    pub max_concurrency: Option<u32>,
+    /// Request limit of the measurement (warm-up not counted).
+    pub requests: Option<u64>,
+    /// Time limit of the measurement in seconds (warm-up not counted).
+    pub duration_s: Option<f64>,
+    pub warmup_requests: Option<u64>,
+    pub warmup_s: Option<f64>,
+    pub max_tokens: u32,
+    pub stream: bool,
+    /// Where prompts came from: `prompt`, `dataset:FILE` or `synthetic:MEAN:STDDEV`.
+    pub prompt_source: String,
+    pub distinct_prompts: u64,
+    pub seed: u64,
+    pub timeout_s: f64,
+    /// SLOs in milliseconds by metric (`ttft`, `tpot`, `e2e`).
+    pub slo_ms: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Counts {
+    /// Measured requests sent (warm-up excluded).
+    pub sent: u64,
+    /// Measured requests that completed successfully.
+    pub ok: u64,
+    /// Measured requests that failed, by kind.
+    pub errors: ErrorCounts,
+    /// Requests still in flight when the run stopped (drain timeout or Ctrl-C).
+    pub unfinished: u64,
+    /// Requests of the warm-up, not in any other number.
+    pub warmup: u64,
+    /// Failed requests by HTTP status code.
+    pub http_status: BTreeMap<String, u64>,
+    /// A few error messages, the first of each distinct kind and text.
+    pub error_samples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorCounts {
+    /// No complete answer within `--timeout`.
+    pub timeout: u64,
+    /// Could not connect, or the connection was reset or closed early.
+    pub connect: u64,
+    /// The server answered with a non-2xx status.
+    pub http_status: u64,
+    /// The answer was not what the API promises (not JSON, missing fields, truncated stream).
+    pub protocol: u64,
+}
+
+impl ErrorCounts {
+    pub fn total(&self) -> u64 {
+        self.timeout + self.connect + self.http_status + self.protocol
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Throughput {
+    pub requests_per_s: f64,
+    pub requests_per_min: f64,
+    /// Prompt tokens per second, from the server's counts; absent when the server gave none.
+    pub input_tokens_per_s: Option<f64>,
+    /// Output tokens per second; absent when neither the server nor the stream gave counts.
+    pub output_tokens_per_s: Option<f64>,
+    pub total_input_tokens: u64,
+    pub total_output_tokens: u64,
+}
+
+/// Latency summaries in milliseconds; a metric that was not measurable (TTFT without
+/// streaming, say) is absent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Latencies {
+    pub e2e: Option<LatencySummary>,
+    pub service: Option<LatencySummary>,
+    pub ttft: Option<LatencySummary>,
+    pub itl: Option<LatencySummary>,
+    pub tpot: Option<LatencySummary>,
+    pub queue: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Goodput {
+    pub slo_ms: BTreeMap<String, f64>,
+    /// Successful requests that met every SLO.
+    pub requests: u64,
+    pub requests_per_s: f64,
+    /// Share of measured requests (sent) that met every SLO.
+    pub fraction: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ClientCheck {
+    /// Target send rate (open loop).
+    pub target_rate: Option<f64>,
+    /// Measured requests sent per second of the sending period.
+    pub achieved_send_rate: f64,
+    /// Delay between a request's intended send time and when the client got to it (open loop).
+    pub schedule_lag_ms: Option<LatencySummary>,
+    /// False when the client could not keep to its schedule: the run measured the client, not the server.
+    pub kept_up: bool,
+    pub notes: Vec<String>,
+}
+
+/// Base64 HdrHistogram V2 serializations, values in microseconds; empty string for an empty one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Histograms {
+    pub unit: String,
+    pub e2e: String,
+    pub service: String,
+    pub ttft: String,
+    pub itl: String,
+    pub tpot: String,
+    pub queue: String,
+}
+
+/// One second of the measurement window, by completion time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SeriesPoint {
+    /// Seconds since the start of the window.
+    pub t_s: u64,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub output_tokens: u64,
+    pub e2e_mean_ms: Option<f64>,
+    pub e2e_max_ms: Option<f64>,
+}

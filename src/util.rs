@@ -1,0 +1,58 @@
+//! Small parsers shared by the command lines.
+
+use std::time::Duration;
+
+/// Parses a duration such as `500ms`, `10s`, `5m`, `1h30m` or a bare number of seconds (`2.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration: use e.g. 500ms, 10s, 5m".into());
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("'{t}' is not a valid duration: it must be a positive number"));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("'{t}' is not a valid duration ({e}): use e.g. 500ms, 10s, 5m"))
+}
+
+/// Formats milliseconds for people: `812 µs`, `12.3 ms`, `2.41 s`.
+pub fn human_ms(ms: f64) -> String {
+    if !ms.is_finite() {
+        return "-".into();
+    }
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_all_spellings() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("ten").unwrap_err().contains("not a valid duration"));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn milliseconds_read_well() {
+        assert_eq!(human_ms(0.5), "500 µs");
+        assert_eq!(human_ms(12.34), "12.3 ms");
+        assert_eq!(human_ms(250.0), "250 ms");
+        assert_eq!(human_ms(2410.0), "2.41 s");
+    }
+}
