@@ -6,10 +6,12 @@
 
 mod environment;
 mod latency;
+mod metrics;
 mod run;
 
 pub use environment::{EnvironmentStamp, GpuInfo};
 pub use latency::{decode_histogram, encode_histogram, LatencySummary};
+pub use metrics::{MetricSample, MetricSummary};
 pub use run::*;
 
 use std::path::{Path, PathBuf};
