@@ -1,0 +1,182 @@
+//! Sends one request and times it: the hot path. Only `Instant`s are taken per request;
+//! bodies are prebuilt and shared.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+
+use super::api::{parse_answer, snippet, ApiKind, SseStream, Usage};
+use super::LoadTestError;
+
+/// Everything a request needs, built before the run starts.
+pub struct Target {
+    pub client: reqwest::Client,
+    pub urls: Vec<reqwest::Url>,
+    pub api: ApiKind,
+    pub stream: bool,
+    pub headers: HeaderMap,
+    pub bodies: Vec<Bytes>,
+    pub timeout: Duration,
+}
+
+/// Why a request failed, as counted in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Timeout,
+    Connect,
+    HttpStatus(u16),
+    Protocol,
+}
+
+impl ErrorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connect => "connect",
+            ErrorKind::HttpStatus(_) => "http_status",
+            ErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// A successful answer: token counts and, when streamed, when tokens arrived.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub usage: Usage,
+    /// Content events of a stream (None when not streamed).
+    pub streamed_events: Option<u64>,
+    pub first_token: Option<Instant>,
+    /// Gaps between token arrivals after the first.
+    pub token_gaps: Vec<Duration>,
+}
+
+impl Answer {
+    /// Output tokens: the server's count, else the streamed events.
+    pub fn output_tokens(&self) -> Option<u64> {
+        self.usage.completion_tokens.or(self.streamed_events)
+    }
+}
+
+/// One finished exchange.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub sent: Instant,
+    pub done: Instant,
+    pub result: Result<Answer, RequestError>,
+}
+
+impl Target {
+    pub fn new(
+        urls: Vec<reqwest::Url>,
+        api: ApiKind,
+        stream: bool,
+        headers: &[(String, String)],
+        bodies: Vec<Bytes>,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Result<Arc<Self>, LoadTestError> {
+        let mut map = HeaderMap::new();
+        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| LoadTestError::Usage(format!("'{k}' is not a valid header name")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| LoadTestError::Usage(format!("the value of header '{k}' has characters HTTP does not allow")))?;
+            map.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(max_in_flight.max(1))
+            .tcp_nodelay(true)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| LoadTestError::Failed(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Arc::new(Target { client, urls, api, stream, headers: map, bodies, timeout }))
+    }
+
+    /// Sends request `index` (its URL and body chosen round-robin) and waits for the whole answer.
+    pub async fn send(&self, index: u64) -> Exchange {
+        let sent = Instant::now();
+        let url = &self.urls[(index % self.urls.len() as u64) as usize];
+        let body = self.bodies[(index % self.bodies.len() as u64) as usize].clone();
+        let result = match tokio::time::timeout(self.timeout, self.exchange(url, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(RequestError {
+                kind: ErrorKind::Timeout,
+                message: format!("no complete answer within {:?} (--timeout)", self.timeout),
+            }),
+        };
+        Exchange { sent, done: Instant::now(), result }
+    }
+
+    async fn exchange(&self, url: &reqwest::Url, body: Bytes) -> Result<Answer, RequestError> {
+        let request = self.client.post(url.clone()).headers(self.headers.clone()).body(body);
+        let mut response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(RequestError {
+                kind: ErrorKind::HttpStatus(status.as_u16()),
+                message: format!("HTTP {status}: {}", snippet(&body)),
+            });
+        }
+        if !self.stream {
+            let body = response.bytes().await.map_err(transport_error)?;
+            let usage = parse_answer(self.api, &content_type, &body)
+                .map_err(|message| RequestError { kind: ErrorKind::Protocol, message })?;
+            return Ok(Answer { usage, ..Answer::default() });
+        }
+        let mut sse = SseStream::default();
+        let mut answer = Answer::default();
+        let mut last: Option<Instant> = None;
+        let protocol = |message| RequestError { kind: ErrorKind::Protocol, message };
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            let now = Instant::now();
+            let events = sse.feed(&chunk).map_err(protocol)?;
+            record_arrivals(&mut answer, &mut last, now, events);
+            if sse.done {
+                break;
+            }
+        }
+        let events = sse.finish().map_err(protocol)?;
+        record_arrivals(&mut answer, &mut last, Instant::now(), events);
+        answer.usage = sse.usage;
+        answer.streamed_events = Some(sse.content_events);
+        Ok(answer)
+    }
+}
+
+fn record_arrivals(answer: &mut Answer, last: &mut Option<Instant>, now: Instant, events: u64) {
+    for k in 0..events {
+        match *last {
+            None => answer.first_token = Some(now),
+            Some(prev) => answer.token_gaps.push(if k == 0 { now - prev } else { Duration::ZERO }),
+        }
+        *last = Some(now);
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> RequestError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    let kind = if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Connect };
+    RequestError { kind, message }
+}

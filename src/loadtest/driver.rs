@@ -1,0 +1,358 @@
+//! Drives the load: closed loop (N workers) or open loop (a precomputed schedule, one task
+//! per request, sent by a dedicated scheduler thread so that timer granularity does not
+//! become schedule lag).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Exp};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Exchange, Target};
+use super::options::{Arrival, Slo, Warmup};
+use super::recorder::{Measured, Recorder};
+use super::requests_csv::RequestLog;
+
+/// One point of a run: how the load is offered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Point {
+    Closed { concurrency: u32 },
+    Open { rate: f64, arrival: Arrival, max_concurrency: Option<u32> },
+}
+
+/// Limits and measurement settings of one point.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub requests: Option<u64>,
+    pub duration: Option<Duration>,
+    pub warmup: Option<Warmup>,
+    pub seed: u64,
+    pub slo: Option<Slo>,
+    /// How long in-flight requests may finish after the last one was sent.
+    pub drain: Duration,
+}
+
+impl Limits {
+    fn warmup_requests(&self) -> u64 {
+        match self.warmup {
+            Some(Warmup::Requests(n)) => n,
+            _ => 0,
+        }
+    }
+
+    fn warmup_time(&self) -> Duration {
+        match self.warmup {
+            Some(Warmup::Time(d)) => d,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Total requests to send, warm-up included, when count-limited.
+    fn total_requests(&self) -> Option<u64> {
+        self.requests.map(|n| n + self.warmup_requests())
+    }
+
+    /// Offset from t0 after which no request is sent, when time-limited.
+    fn stop_after(&self) -> Option<Duration> {
+        self.duration.map(|d| d + self.warmup_time())
+    }
+
+    fn is_warmup(&self, index: u64, offset: Duration) -> bool {
+        index < self.warmup_requests() || offset < self.warmup_time()
+    }
+}
+
+/// Live counters the progress display reads.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// What a point left behind.
+pub struct Outcome {
+    pub recorder: Recorder,
+    pub t0: Instant,
+    pub started_at: std::time::SystemTime,
+}
+
+struct Shared {
+    target: Arc<Target>,
+    limits: Limits,
+    live: Arc<Live>,
+    log: Option<Arc<RequestLog>>,
+    cancel: CancellationToken,
+    t0: Instant,
+}
+
+impl Shared {
+    /// Sends one request unless cancelled; `None` when cancelled before it finished.
+    async fn send(&self, index: u64) -> Option<Exchange> {
+        let ex = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            ex = self.target.send(index) => Some(ex),
+        };
+        match &ex {
+            Some(e) if e.result.is_err() => {
+                self.live.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.live.done.fetch_add(1, Ordering::Relaxed);
+        ex
+    }
+
+    fn log(&self, index: u64, intended: Instant, warmup: bool, ex: Option<&Exchange>) {
+        if let Some(log) = &self.log {
+            log.write(index, self.t0, intended, warmup, ex);
+        }
+    }
+}
+
+/// Runs one point to completion (or cancellation) and returns the merged recorder.
+pub async fn drive(
+    point: Point,
+    target: Arc<Target>,
+    limits: Limits,
+    live: Arc<Live>,
+    log: Option<Arc<RequestLog>>,
+    cancel: CancellationToken,
+) -> Outcome {
+    let started_at = std::time::SystemTime::now();
+    // A short head start so the first requests are not late because of set-up.
+    let t0 = Instant::now() + Duration::from_millis(5);
+    let shared = Arc::new(Shared { target, limits, live, log, cancel, t0 });
+    let recorder = match point {
+        Point::Closed { concurrency } => closed_loop(shared, concurrency).await,
+        Point::Open { rate, arrival, max_concurrency } => open_loop(shared, rate, arrival, max_concurrency).await,
+    };
+    Outcome { recorder, t0, started_at }
+}
+
+async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
+    tokio::time::sleep_until(shared.t0.into()).await;
+    let next = Arc::new(AtomicU64::new(0));
+    let drain_guard = spawn_drain_watchdog(&shared);
+    let mut workers = Vec::with_capacity(concurrency as usize);
+    for _ in 0..concurrency.max(1) {
+        let shared = shared.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            let mut rec = Recorder::new(shared.t0);
+            let total = shared.limits.total_requests();
+            let stop = shared.limits.stop_after().map(|d| shared.t0 + d);
+            loop {
+                if shared.cancel.is_cancelled() || stop.is_some_and(|s| Instant::now() >= s) {
+                    break;
+                }
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| index >= t) {
+                    break;
+                }
+                let start = Instant::now();
+                let warmup = shared.limits.is_warmup(index, start.saturating_duration_since(shared.t0));
+                let ex = shared.send(index).await;
+                shared.log(index, start, warmup, ex.as_ref());
+                match ex {
+                    Some(ex) => rec.record(Measured { exchange: &ex, intended: ex.sent, warmup }, shared.limits.slo.as_ref()),
+                    None => {
+                        rec.record_unfinished(warmup);
+                        break;
+                    }
+                }
+            }
+            rec
+        }));
+    }
+    let mut merged = Recorder::new(shared.t0);
+    for w in workers {
+        if let Ok(rec) = w.await {
+            merged.merge(&rec);
+        }
+    }
+    drain_guard.cancel();
+    merged
+}
+
+/// After the last send, cancels whatever is still in flight once the drain time has passed.
+fn spawn_drain_watchdog(shared: &Arc<Shared>) -> CancellationToken {
+    let done = CancellationToken::new();
+    if let Some(stop) = shared.limits.stop_after() {
+        let deadline = shared.t0 + stop + shared.limits.drain;
+        let cancel = shared.cancel.clone();
+        let done2 = done.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => cancel.cancel(),
+                _ = done2.cancelled() => {}
+            }
+        });
+    }
+    done
+}
+
+/// The intended send offsets of an open-loop run, lazily, from a seeded generator.
+pub struct Schedule {
+    rate: f64,
+    arrival: Arrival,
+    rng: StdRng,
+    exp: Option<Exp<f64>>,
+    index: u64,
+    offset: f64,
+}
+
+impl Schedule {
+    pub fn new(rate: f64, arrival: Arrival, seed: u64) -> Self {
+        Schedule { rate, arrival, rng: StdRng::seed_from_u64(seed), exp: Exp::new(rate).ok(), index: 0, offset: 0.0 }
+    }
+}
+
+impl Iterator for Schedule {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let at = match self.arrival {
+            Arrival::Constant => self.index as f64 / self.rate,
+            Arrival::Poisson => {
+                if self.index > 0 {
+                    self.offset += self.exp.as_ref().map_or(1.0 / self.rate, |e| e.sample(&mut self.rng));
+                }
+                self.offset
+            }
+        };
+        self.index += 1;
+        Some(Duration::from_secs_f64(at))
+    }
+}
+
+async fn open_loop(shared: Arc<Shared>, rate: f64, arrival: Arrival, max_concurrency: Option<u32>) -> Recorder {
+    const SHARDS: usize = 16;
+    let shards: Arc<Vec<Mutex<Recorder>>> = Arc::new((0..SHARDS).map(|_| Mutex::new(Recorder::new(shared.t0))).collect());
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let idle = Arc::new(Notify::new());
+    let permits = max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1) as usize)));
+    let handle = tokio::runtime::Handle::current();
+
+    let scheduler = {
+        let shared = shared.clone();
+        let shards = shards.clone();
+        let in_flight = in_flight.clone();
+        let idle = idle.clone();
+        std::thread::Builder::new().name("gpubench-schedule".into()).spawn(move || {
+            let total = shared.limits.total_requests();
+            let stop = shared.limits.stop_after();
+            for (index, offset) in Schedule::new(rate, arrival, shared.limits.seed).enumerate() {
+                let index = index as u64;
+                if total.is_some_and(|t| index >= t) || stop.is_some_and(|s| offset >= s) {
+                    break;
+                }
+                let intended = shared.t0 + offset;
+                // Sleep in short slices so that Ctrl-C is seen even between distant requests.
+                loop {
+                    let now = Instant::now();
+                    if intended <= now || shared.cancel.is_cancelled() {
+                        break;
+                    }
+                    std::thread::sleep((intended - now).min(Duration::from_millis(50)));
+                }
+                if shared.cancel.is_cancelled() {
+                    break;
+                }
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                let guard = InFlight { count: in_flight.clone(), idle: idle.clone() };
+                let shared = shared.clone();
+                let shards = shards.clone();
+                let permits = permits.clone();
+                handle.spawn(async move {
+                    let _guard = guard;
+                    let dispatched = Instant::now();
+                    let warmup = shared.limits.is_warmup(index, offset);
+                    shards[index as usize % SHARDS].lock().record_lag(intended, dispatched, warmup);
+                    let _permit = match &permits {
+                        Some(p) => tokio::select! {
+                            biased;
+                            _ = shared.cancel.cancelled() => None,
+                            permit = p.clone().acquire_owned() => permit.ok(),
+                        },
+                        None => None,
+                    };
+                    let ex = if shared.cancel.is_cancelled() { None } else { shared.send(index).await };
+                    shared.log(index, intended, warmup, ex.as_ref());
+                    let mut rec = shards[index as usize % SHARDS].lock();
+                    match ex {
+                        Some(ex) => rec.record(Measured { exchange: &ex, intended, warmup }, shared.limits.slo.as_ref()),
+                        None => rec.record_unfinished(warmup),
+                    }
+                });
+            }
+        })
+    };
+    let scheduler = match scheduler {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot start the scheduler thread: {e}");
+            return Recorder::new(shared.t0);
+        }
+    };
+    // Wait for the scheduler without blocking the runtime, then drain.
+    let join = tokio::task::spawn_blocking(move || scheduler.join());
+    let _ = join.await;
+    let drain_deadline = Instant::now() + shared.limits.drain;
+    loop {
+        let notified = idle.notified();
+        if in_flight.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(drain_deadline.into()) => {
+                shared.cancel.cancel();
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    let mut merged = Recorder::new(shared.t0);
+    for s in shards.iter() {
+        merged.merge(&s.lock());
+    }
+    merged
+}
+
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_schedule_is_evenly_spaced() {
+        let s: Vec<_> = Schedule::new(4.0, Arrival::Constant, 0).take(3).collect();
+        assert_eq!(s, vec![Duration::ZERO, Duration::from_millis(250), Duration::from_millis(500)]);
+    }
+
+    #[test]
+    fn poisson_schedule_is_seeded_and_has_the_right_rate() {
+        let a: Vec<_> = Schedule::new(100.0, Arrival::Poisson, 42).take(10_000).collect();
+        let b: Vec<_> = Schedule::new(100.0, Arrival::Poisson, 42).take(10_000).collect();
+        assert_eq!(a, b);
+        let rate = 9_999.0 / a[9_999].as_secs_f64();
+        assert!((95.0..105.0).contains(&rate), "rate {rate}");
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+    }
+}

@@ -1,0 +1,488 @@
+//! Turns a finished point into a [`RunReport`], and a report into the console summary.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use comfy_table::{presets, Cell, CellAlignment, Table};
+
+use super::driver::{Outcome, Point};
+use super::options::Slo;
+use crate::report::{
+    encode_histogram, ClientCheck, Counts, EnvironmentStamp, Goodput, Histograms, Latencies, LatencySummary, RunReport,
+    SeriesPoint, Target, Throughput, Workload, SCHEMA_VERSION,
+};
+use crate::util::human_ms;
+
+/// Schedule lag above which the client is said not to have kept up.
+const MAX_LAG_P99_MS: f64 = 10.0;
+
+/// What the report says about the run besides the measurements.
+pub struct RunContext {
+    pub label: String,
+    pub target: Target,
+    pub workload: Workload,
+    pub environment: EnvironmentStamp,
+    pub slo: Option<Slo>,
+    pub point: Point,
+    pub interrupted: bool,
+}
+
+fn definitions(open: bool) -> BTreeMap<String, String> {
+    let start = if open {
+        "the request's intended send time on the schedule (open loop: waiting for the client or for --max-concurrency counts)"
+    } else {
+        "the request's actual send time (closed loop: a slow server lowers the offered load, so latency under a fixed load needs --rate)"
+    };
+    [
+        ("e2e", format!("last byte received minus {start}")),
+        ("service", "last byte received minus actual send time".to_string()),
+        ("ttft", format!("first streamed content chunk received minus {start}; streamed runs only")),
+        ("itl", "gaps between streamed token arrivals, one sample per token after the first (tokens arriving in the same read count as 0)".to_string()),
+        ("tpot", "(e2e - ttft) / (output_tokens - 1) per request, excluding TTFT (vLLM's definition); streamed runs only".to_string()),
+        ("queue", "actual send time minus intended send time (open loop)".to_string()),
+        ("output_tokens", "the server's usage.completion_tokens; else the number of streamed content chunks".to_string()),
+        ("throughput", "successful requests (and their tokens) in the measurement window over its length; warm-up excluded".to_string()),
+        ("goodput", "successful requests that met every --slo threshold, over the window".to_string()),
+        ("window", "from the first measured request's start to the last measured request's end".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
+    let r = &outcome.recorder;
+    let window = match (r.first_start, r.last_done) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => Duration::ZERO,
+    };
+    let window_s = window.as_secs_f64();
+    let per_s = |n: u64| if window_s > 0.0 { round(n as f64 / window_s, 3) } else { 0.0 };
+    let open = matches!(ctx.point, Point::Open { .. });
+
+    let mut warnings = Vec::new();
+    if r.count_mismatches > 0 {
+        warnings.push(format!(
+            "{} answers: the server's usage.completion_tokens differs from the number of streamed chunks; the server's count is used",
+            r.count_mismatches
+        ));
+    }
+    if r.ok > 0 && r.answers_with_output_count == 0 {
+        warnings.push("the server reported no output token counts and the answers were not streamed: output tokens/s is unknown (use --stream or an API that reports usage)".into());
+    } else if r.answers_with_output_count < r.ok {
+        warnings.push(format!("{} of {} answers had no output token count", r.ok - r.answers_with_output_count, r.ok));
+    }
+    if r.ok > 0 && r.ttft.is_empty() && ctx.slo.as_ref().is_some_and(|s| s.ttft_ms.is_some() || s.tpot_ms.is_some()) {
+        warnings.push("a ttft or tpot SLO needs streamed answers (--stream): no request can meet it".into());
+    }
+    if r.unfinished > 0 {
+        warnings.push(format!("{} requests were still in flight when the run stopped and are counted as unfinished", r.unfinished));
+    }
+    if ctx.interrupted {
+        warnings.push("interrupted: this report is partial".into());
+    }
+
+    let client = client_check(&ctx, outcome, window_s);
+    let counts = Counts {
+        sent: r.sent(),
+        ok: r.ok,
+        errors: r.errors.clone(),
+        unfinished: r.unfinished,
+        warmup: r.warmup,
+        http_status: r.http_status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        error_samples: r.samples.clone(),
+    };
+    let throughput = Throughput {
+        requests_per_s: per_s(r.ok),
+        requests_per_min: round(per_s(r.ok) * 60.0, 3),
+        input_tokens_per_s: (r.answers_with_prompt_count > 0).then(|| per_s(r.input_tokens)),
+        output_tokens_per_s: (r.answers_with_output_count > 0).then(|| per_s(r.output_tokens)),
+        total_input_tokens: r.input_tokens,
+        total_output_tokens: r.output_tokens,
+    };
+    let goodput = ctx.slo.as_ref().map(|slo| Goodput {
+        slo_ms: slo.as_map(),
+        requests: r.goodput,
+        requests_per_s: per_s(r.goodput),
+        fraction: if counts.sent > 0 { round(r.goodput as f64 / counts.sent as f64, 4) } else { 0.0 },
+    });
+    let latency_ms = Latencies {
+        e2e: LatencySummary::from_micros(&r.e2e),
+        service: LatencySummary::from_micros(&r.service),
+        ttft: LatencySummary::from_micros(&r.ttft),
+        itl: LatencySummary::from_micros(&r.itl),
+        tpot: LatencySummary::from_micros(&r.tpot),
+        queue: if open { LatencySummary::from_micros(&r.queue) } else { None },
+    };
+    let histograms = Histograms {
+        unit: "microseconds".into(),
+        e2e: encode_histogram(&r.e2e),
+        service: encode_histogram(&r.service),
+        ttft: encode_histogram(&r.ttft),
+        itl: encode_histogram(&r.itl),
+        tpot: encode_histogram(&r.tpot),
+        queue: encode_histogram(&r.queue),
+    };
+    RunReport {
+        schema_version: SCHEMA_VERSION,
+        label: ctx.label,
+        started_at: rfc3339(outcome.started_at),
+        target: ctx.target,
+        workload: ctx.workload,
+        environment: ctx.environment,
+        definitions: definitions(open),
+        counts,
+        window_s: round(window_s, 6),
+        throughput,
+        latency_ms,
+        goodput,
+        client,
+        histograms,
+        series: series(outcome),
+        warnings,
+        interrupted: ctx.interrupted,
+    }
+}
+
+fn client_check(ctx: &RunContext, outcome: &Outcome, window_s: f64) -> ClientCheck {
+    let r = &outcome.recorder;
+    match ctx.point {
+        Point::Closed { .. } => ClientCheck {
+            target_rate: None,
+            achieved_send_rate: if window_s > 0.0 { round(r.sent() as f64 / window_s, 3) } else { 0.0 },
+            schedule_lag_ms: None,
+            kept_up: true,
+            notes: vec!["closed loop: the offered load follows the server's speed; latency is measured from the actual send time".into()],
+        },
+        Point::Open { rate, .. } => {
+            let n = r.lag.len();
+            let span = |a: Option<std::time::Instant>, b: Option<std::time::Instant>| match (a, b) {
+                (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
+                _ => 0.0,
+            };
+            let sent_span = span(r.first_dispatch, r.last_dispatch);
+            let plan_span = span(r.first_intended, r.last_intended);
+            let achieved = if n > 1 && sent_span > 0.0 { (n - 1) as f64 / sent_span } else { 0.0 };
+            let scheduled = if n > 1 && plan_span > 0.0 { (n - 1) as f64 / plan_span } else { 0.0 };
+            let lag = LatencySummary::from_micros(&r.lag);
+            let lag_p99 = lag.as_ref().map_or(0.0, |l| l.p99);
+            let mut notes = Vec::new();
+            let mut kept_up = true;
+            if lag_p99 > MAX_LAG_P99_MS {
+                kept_up = false;
+                notes.push(format!(
+                    "the client fell behind its schedule: lag p99 {} > {} ms; the client, not the server, limited this run",
+                    human_ms(lag_p99),
+                    MAX_LAG_P99_MS
+                ));
+            }
+            if scheduled > 0.0 && achieved < 0.99 * scheduled {
+                kept_up = false;
+                notes.push(format!("sent {achieved:.1} req/s while the schedule asked for {scheduled:.1} req/s"));
+            }
+            if n > 1 {
+                notes.push(format!("schedule: {scheduled:.2} req/s over the measured requests (target {rate} req/s, seeded)"));
+            }
+            ClientCheck {
+                target_rate: Some(rate),
+                achieved_send_rate: round(achieved, 3),
+                schedule_lag_ms: lag,
+                kept_up,
+                notes,
+            }
+        }
+    }
+}
+
+fn series(outcome: &Outcome) -> Vec<SeriesPoint> {
+    let r = &outcome.recorder;
+    let Some(first) = r.first_start else { return Vec::new() };
+    let start = first.saturating_duration_since(outcome.t0).as_secs() as usize;
+    r.buckets
+        .iter()
+        .enumerate()
+        .skip(start)
+        .map(|(i, b)| SeriesPoint {
+            t_s: (i - start) as u64,
+            sent: b.sent,
+            ok: b.ok,
+            errors: b.errors,
+            output_tokens: b.output_tokens,
+            e2e_mean_ms: (b.ok > 0).then(|| round(b.e2e_sum_us as f64 / b.ok as f64 / 1000.0, 3)),
+            e2e_max_ms: (b.ok > 0).then(|| round(b.e2e_max_us as f64 / 1000.0, 3)),
+        })
+        .collect()
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let dt: time::OffsetDateTime = t.into();
+    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x);
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+fn rate(x: f64) -> String {
+    if x >= 100.0 {
+        thousands(x)
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn mode(report: &RunReport) -> String {
+    let w = &report.workload;
+    match (w.mode.as_str(), w.concurrency, w.rate) {
+        ("closed", Some(c), _) => format!("closed loop, {c} workers"),
+        ("open", _, Some(r)) => {
+            let cap = w.max_concurrency.map(|m| format!(", at most {m} in flight")).unwrap_or_default();
+            format!("open loop, {r} req/s {}{cap}", w.arrival.as_deref().unwrap_or(""))
+        }
+        (m, _, _) => m.to_string(),
+    }
+}
+
+/// The console summary of one run.
+pub fn render(report: &RunReport) -> String {
+    let c = &report.counts;
+    let t = &report.throughput;
+    let mut out = format!(
+        "{} → {} ({}, {}{})\n",
+        report.label,
+        report.target.urls.join(", "),
+        report.target.api,
+        mode(report),
+        if report.workload.stream { ", streamed" } else { "" }
+    );
+    let mut overview = Table::new();
+    overview.load_preset(presets::UTF8_FULL_CONDENSED);
+    let mut requests = format!("{} ok · {} failed", c.ok, c.errors.total());
+    if c.unfinished > 0 {
+        requests.push_str(&format!(" · {} unfinished", c.unfinished));
+    }
+    if c.warmup > 0 {
+        requests.push_str(&format!(" · {} warm-up (excluded)", c.warmup));
+    }
+    overview.add_row(vec!["requests".to_string(), requests]);
+    overview.add_row(vec!["window".to_string(), format!("{:.2} s", report.window_s)]);
+    overview.add_row(vec![
+        "throughput".to_string(),
+        format!("{} req/s · {} req/min", rate(t.requests_per_s), rate(t.requests_per_min)),
+    ]);
+    let tokens = match (t.output_tokens_per_s, t.input_tokens_per_s) {
+        (None, None) => "unknown (no token counts)".to_string(),
+        (o, i) => format!(
+            "{} out tok/s · {} in tok/s",
+            o.map_or("?".into(), rate),
+            i.map_or("?".into(), rate)
+        ),
+    };
+    overview.add_row(vec!["tokens".to_string(), tokens]);
+    if let Some(g) = &report.goodput {
+        let slo: Vec<String> = g.slo_ms.iter().map(|(k, v)| format!("{k}≤{}", human_ms(*v))).collect();
+        overview.add_row(vec![
+            "goodput".to_string(),
+            format!("{} req/s · {:.1}% of requests met {}", rate(g.requests_per_s), g.fraction * 100.0, slo.join(", ")),
+        ]);
+    }
+    let client = match (&report.client.schedule_lag_ms, report.client.kept_up) {
+        (Some(l), true) => format!("kept to schedule (lag p99 {})", human_ms(l.p99)),
+        (Some(l), false) => format!("FELL BEHIND schedule (lag p99 {}): results measure the client", human_ms(l.p99)),
+        (None, _) => format!("{} req/s sent", rate(report.client.achieved_send_rate)),
+    };
+    overview.add_row(vec!["client".to_string(), client]);
+    out.push_str(&overview.to_string());
+    out.push('\n');
+
+    let l = &report.latency_ms;
+    let rows: Vec<(&str, &Option<LatencySummary>)> = vec![
+        ("e2e", &l.e2e),
+        ("ttft", &l.ttft),
+        ("itl", &l.itl),
+        ("tpot", &l.tpot),
+        ("queue", &l.queue),
+        ("service", &l.service),
+    ];
+    if rows.iter().any(|(_, s)| s.is_some()) {
+        let mut lat = Table::new();
+        lat.load_preset(presets::UTF8_FULL_CONDENSED);
+        lat.set_header(vec!["latency", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"]);
+        for (name, s) in rows {
+            if let Some(s) = s {
+                let mut row = vec![Cell::new(name)];
+                for v in [s.mean, s.p50, s.p90, s.p95, s.p99, s.p99_9, s.max] {
+                    row.push(Cell::new(human_ms(v)).set_alignment(CellAlignment::Right));
+                }
+                lat.add_row(row);
+            }
+        }
+        out.push_str(&lat.to_string());
+        out.push('\n');
+    }
+    if c.errors.total() > 0 {
+        let e = &c.errors;
+        out.push_str(&format!(
+            "errors: timeout {} · connect {} · http_status {} · protocol {}\n",
+            e.timeout, e.connect, e.http_status, e.protocol
+        ));
+        for s in &c.error_samples {
+            out.push_str(&format!("  e.g. {s}\n"));
+        }
+    }
+    for n in report.client.notes.iter().filter(|_| !report.client.kept_up) {
+        out.push_str(&format!("warning: {n}\n"));
+    }
+    for w in &report.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
+
+/// The console summary of a sweep: one row per point.
+pub fn render_sweep(reports: &[RunReport]) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    table.set_header(vec!["point", "ok", "failed", "req/s", "out tok/s", "e2e p50", "e2e p99", "ttft p95", "client"]);
+    for r in reports {
+        let ms = |s: &Option<LatencySummary>, f: fn(&LatencySummary) -> f64| s.as_ref().map_or("-".into(), |s| human_ms(f(s)));
+        table.add_row(vec![
+            Cell::new(&r.label),
+            Cell::new(r.counts.ok).set_alignment(CellAlignment::Right),
+            Cell::new(r.counts.errors.total() + r.counts.unfinished).set_alignment(CellAlignment::Right),
+            Cell::new(rate(r.throughput.requests_per_s)).set_alignment(CellAlignment::Right),
+            Cell::new(r.throughput.output_tokens_per_s.map_or("?".into(), rate)).set_alignment(CellAlignment::Right),
+            Cell::new(ms(&r.latency_ms.e2e, |s| s.p50)).set_alignment(CellAlignment::Right),
+            Cell::new(ms(&r.latency_ms.e2e, |s| s.p99)).set_alignment(CellAlignment::Right),
+            Cell::new(ms(&r.latency_ms.ttft, |s| s.p95)).set_alignment(CellAlignment::Right),
+            Cell::new(if r.client.kept_up { "ok" } else { "fell behind" }),
+        ]);
+    }
+    format!("{table}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadtest::api::Usage;
+    use crate::loadtest::client::{Answer, ErrorKind, Exchange, RequestError};
+    use crate::loadtest::options::Arrival;
+    use crate::loadtest::recorder::{Measured, Recorder};
+    use std::time::Instant;
+
+    /// A run with fixed timings: 20 streamed answers and two failures, on a schedule.
+    fn fixed_report(open: bool) -> RunReport {
+        let t0 = Instant::now();
+        let mut rec = Recorder::new(t0);
+        let slo = Slo { ttft_ms: Some(150.0), e2e_ms: Some(900.0), ..Slo::default() };
+        for i in 0..20u64 {
+            let intended = t0 + Duration::from_millis(100 * i);
+            let sent = intended + Duration::from_micros(if open { 200 + 50 * i } else { 0 });
+            let ttft = Duration::from_millis(80 + 5 * i);
+            let tokens = 16;
+            let ex = Exchange {
+                sent,
+                done: sent + ttft + Duration::from_millis(20) * (tokens as u32 - 1),
+                result: Ok(Answer {
+                    usage: Usage { prompt_tokens: Some(32), completion_tokens: Some(tokens) },
+                    streamed_events: Some(tokens),
+                    first_token: Some(sent + ttft),
+                    token_gaps: vec![Duration::from_millis(20); tokens as usize - 1],
+                }),
+            };
+            if open {
+                rec.record_lag(intended, sent, false);
+            }
+            rec.record(Measured { exchange: &ex, intended, warmup: false }, Some(&slo));
+        }
+        for (i, kind) in [ErrorKind::HttpStatus(503), ErrorKind::Timeout].into_iter().enumerate() {
+            let sent = t0 + Duration::from_millis(50 + 100 * i as u64);
+            let ex = Exchange { sent, done: sent, result: Err(RequestError { kind, message: "injected".into() }) };
+            rec.record(Measured { exchange: &ex, intended: sent, warmup: false }, Some(&slo));
+        }
+        let point = if open {
+            Point::Open { rate: 10.0, arrival: Arrival::Constant, max_concurrency: None }
+        } else {
+            Point::Closed { concurrency: 4 }
+        };
+        let ctx = RunContext {
+            label: if open { "r10".into() } else { "c4".into() },
+            target: Target { urls: vec!["http://127.0.0.1:8000/v1/completions".into()], api: "openai-completions".into(), model: Some("m".into()) },
+            workload: Workload {
+                mode: if open { "open".into() } else { "closed".into() },
+                concurrency: (!open).then_some(4),
+                rate: open.then_some(10.0),
+                arrival: open.then(|| "constant".into()),
+                max_concurrency: None,
+                requests: Some(22),
+                duration_s: None,
+                warmup_requests: None,
+                warmup_s: None,
+                max_tokens: 16,
+                stream: true,
+                prompt_source: "prompt".into(),
+                distinct_prompts: 1,
+                seed: 0,
+                timeout_s: 60.0,
+                slo_ms: slo.as_map(),
+            },
+            environment: EnvironmentStamp::default(),
+            slo: Some(slo),
+            point,
+            interrupted: false,
+        };
+        build_report(ctx, &Outcome { recorder: rec, t0, started_at: std::time::SystemTime::UNIX_EPOCH })
+    }
+
+    #[test]
+    fn summary_table_snapshot() {
+        insta::assert_snapshot!("closed_loop_summary", render(&fixed_report(false)));
+        insta::assert_snapshot!("open_loop_summary", render(&fixed_report(true)));
+        insta::assert_snapshot!("sweep_summary", render_sweep(&[fixed_report(false), fixed_report(true)]));
+    }
+
+    #[test]
+    fn report_numbers_follow_the_definitions() {
+        let r = fixed_report(true);
+        assert_eq!(r.counts.ok, 20);
+        assert_eq!(r.counts.errors.total(), 2);
+        assert_eq!(r.counts.sent, 22);
+        // Window: first intended send (t0) to the last completion.
+        let last_done = 1.9 + 0.0002 + 0.05 * 19.0 * 0.001 + 0.080 + 0.095 + 0.3;
+        assert!((r.window_s - last_done).abs() < 0.01, "{}", r.window_s);
+        assert_eq!(r.throughput.total_output_tokens, 320);
+        let ttft = r.latency_ms.ttft.as_ref().unwrap();
+        assert!(ttft.min >= 80.0 && ttft.max <= 177.0, "{ttft:?}");
+        let tpot = r.latency_ms.tpot.as_ref().unwrap();
+        assert!((tpot.p50 - 20.0).abs() < 0.2, "{tpot:?}");
+        // Goodput: ttft (from the intended time, lag included) <= 150 ms holds for i <= 13;
+        // e2e <= 900 ms holds for all.
+        let g = r.goodput.as_ref().unwrap();
+        assert_eq!(g.requests, 14);
+        assert!((g.fraction - 14.0 / 22.0).abs() < 1e-3);
+        assert!(r.client.kept_up);
+        assert_eq!(r.series.iter().map(|p| p.ok).sum::<u64>(), 20);
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(1234567.0), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(rate(12.345), "12.35");
+        assert_eq!(rate(48123.4), "48,123");
+    }
+}
