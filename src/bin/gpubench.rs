@@ -24,6 +24,9 @@ enum Command {
     /// Drive concurrent load at an LLM endpoint and measure it (closed or open loop).
     #[command(after_help = gpubench::loadtest::AFTER_HELP)]
     LoadTest(gpubench::loadtest::LoadTestArgs),
+    /// The main job: run the phases (bare metal, sharing, batched, remote targets) and write the comparison report.
+    #[command(after_help = gpubench::bench::AFTER_HELP)]
+    Bench(gpubench::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::LoadTest(args) => gpubench::loadtest::run_cli(args, quiet).await.map_err(failed),
+            Command::Bench(args) => gpubench::bench::run_cli(args, quiet).await.map_err(failed),
         }
     });
     match result {

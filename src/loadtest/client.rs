@@ -16,7 +16,6 @@ pub struct Target {
     pub urls: Vec<reqwest::Url>,
     pub api: ApiKind,
     pub stream: bool,
-    pub headers: HeaderMap,
     pub bodies: Vec<Bytes>,
     pub timeout: Duration,
 }
@@ -93,12 +92,13 @@ impl Target {
             map.insert(name, value);
         }
         let client = reqwest::Client::builder()
+            .default_headers(map)
             .pool_max_idle_per_host(max_in_flight.max(1))
             .tcp_nodelay(true)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| LoadTestError::Failed(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Arc::new(Target { client, urls, api, stream, headers: map, bodies, timeout }))
+        Ok(Arc::new(Target { client, urls, api, stream, bodies, timeout }))
     }
 
     /// Sends request `index` (its URL and body chosen round-robin) and waits for the whole answer.
@@ -117,7 +117,7 @@ impl Target {
     }
 
     async fn exchange(&self, url: &reqwest::Url, body: Bytes) -> Result<Answer, RequestError> {
-        let request = self.client.post(url.clone()).headers(self.headers.clone()).body(body);
+        let request = self.client.post(url.clone()).body(body);
         let mut response = request.send().await.map_err(transport_error)?;
         let status = response.status();
         let content_type = response

@@ -1,0 +1,386 @@
+//! `gpubench bench`: the main job. Starts the local phases on this machine (bare metal:
+//! one server answering one request at a time; sharing: several servers on the same
+//! device with the load spread across them; batched: one server with continuous batching),
+//! samples utilization during each, runs a concurrency sweep of load tests against each
+//! (and against any remote `--target`), then writes the comparison report.
+//!
+//! Every command it uses is a gpubench command: servers and samplers run as child
+//! processes of this binary and are always stopped by their pid; load tests run in-process.
+
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::loadtest::{self, LoadTestArgs};
+use crate::report::RunReportFile;
+use crate::ExitStatus;
+use servers::{free_port, wait_ready, ChildProcess};
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  gpubench bench                      # all local phases on the default model, CPU
+  gpubench bench --quick              # the same, shorter (under 2 minutes on 2 cores)
+  gpubench bench --phases none --target kubernetes=http://10.0.0.5:8000/generate \\
+                 --target runai=http://10.0.0.6:8000/generate
+Writes DIR/<phase>.json (load-test sweeps), DIR/<phase>-metrics.csv, DIR/logs/ and the
+comparison (DIR/comparison.md with charts) and prints where the report is.";
+
+/// A local deployment phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    /// One server, one request at a time (the classic single-process server).
+    BareMetal,
+    /// Several servers on the same device, the load spread round-robin (like pods sharing a GPU).
+    Sharing,
+    /// One server with continuous batching.
+    Batched,
+    /// No local phase (remote --target only).
+    None,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::BareMetal => "bare-metal",
+            Phase::Sharing => "sharing",
+            Phase::Batched => "batched",
+            Phase::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// A short run: two concurrency points, short points, few tokens (under 2 minutes on 2 cores).
+    #[arg(long)]
+    pub quick: bool,
+    /// Model for the local servers (default: the default model, provisioned once).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Device of the local servers: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Local phases to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Phase::BareMetal, Phase::Sharing, Phase::Batched])]
+    pub phases: Vec<Phase>,
+    /// Servers started by the sharing phase.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=16))]
+    pub sharing_servers: u32,
+    /// A remote deployment to add to the comparison, NAME=URL (repeatable), e.g. kubernetes=http://10.0.0.5:8000/generate.
+    #[arg(long = "target", value_name = "NAME=URL", value_parser = parse_target)]
+    pub targets: Vec<(String, String)>,
+    /// Concurrency points of each sweep (default: 1,2,4,8; --quick: 1,4).
+    #[arg(long, value_delimiter = ',')]
+    pub concurrency: Vec<u32>,
+    /// Measurement time of each point (default 15s; --quick 5s).
+    #[arg(long, value_parser = crate::util::parse_duration)]
+    pub point_duration: Option<Duration>,
+    /// Tokens generated per request (default 32; --quick 16).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Price of one GPU hour for the cost model.
+    #[arg(long, default_value_t = 2.0)]
+    pub gpu_hour_cost: f64,
+    /// Where the runs and the comparison go (default: reports/bench-YYYYMMDD-HHMMSS).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+}
+
+fn parse_target(text: &str) -> Result<(String, String), String> {
+    let (name, url) = text.split_once('=').ok_or_else(|| format!("'{text}' is not NAME=URL"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("target name '{name}' must be letters, digits, '-' or '_'"));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("target URL '{url}' must start with http:// or https://"));
+    }
+    Ok((name.to_string(), url.trim().to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("interrupted: the servers were stopped; runs finished so far are in {0}")]
+    Interrupted(PathBuf),
+    #[error(transparent)]
+    LoadTest(#[from] loadtest::LoadTestError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+}
+
+impl crate::Failure for BenchError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            BenchError::Usage(_) => ExitStatus::Usage,
+            BenchError::LoadTest(e) => e.exit_status(),
+            _ => ExitStatus::Failure,
+        }
+    }
+}
+
+/// The settings of one bench run after defaults.
+struct Settings {
+    concurrency: Vec<u32>,
+    point: Duration,
+    max_tokens: u32,
+    out_dir: PathBuf,
+    exe: PathBuf,
+}
+
+/// One measured deployment, as compare will read it.
+struct Measured {
+    name: String,
+    report: PathBuf,
+    metrics: Option<PathBuf>,
+    servers_per_device: u32,
+}
+
+pub async fn run_cli(args: BenchArgs, quiet: bool) -> Result<ExitStatus, BenchError> {
+    let phases: Vec<Phase> = args.phases.iter().copied().filter(|p| *p != Phase::None).collect();
+    if phases.is_empty() && args.targets.is_empty() {
+        return Err(BenchError::Usage("nothing to measure: --phases none needs at least one --target NAME=URL".into()));
+    }
+    let settings = Settings {
+        concurrency: if !args.concurrency.is_empty() {
+            args.concurrency.clone()
+        } else if args.quick {
+            vec![1, 4]
+        } else {
+            vec![1, 2, 4, 8]
+        },
+        point: args.point_duration.unwrap_or(if args.quick { Duration::from_secs(5) } else { Duration::from_secs(15) }),
+        max_tokens: args.max_tokens.unwrap_or(if args.quick { 16 } else { 32 }),
+        out_dir: args.out_dir.clone().unwrap_or_else(default_out_dir),
+        exe: std::env::current_exe().map_err(|e| BenchError::Failed(format!("cannot find the gpubench binary: {e}")))?,
+    };
+    if settings.concurrency.contains(&0) {
+        return Err(BenchError::Usage("--concurrency values must be at least 1".into()));
+    }
+    std::fs::create_dir_all(settings.out_dir.join("logs"))
+        .map_err(|e| BenchError::Failed(format!("cannot create {}: {e}", settings.out_dir.display())))?;
+
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping the servers");
+                cancel.cancel();
+            }
+        });
+    }
+
+    let total = phases.len() + args.targets.len();
+    let mut measured = Vec::new();
+    for (i, phase) in phases.iter().enumerate() {
+        say(quiet, &format!("[{}/{total}] {}: starting", i + 1, phase.name()));
+        measured.push(run_phase(*phase, &args, &settings, &cancel, quiet).await?);
+        if cancel.is_cancelled() {
+            return Err(BenchError::Interrupted(settings.out_dir.clone()));
+        }
+    }
+    for (k, (name, url)) in args.targets.iter().enumerate() {
+        say(quiet, &format!("[{}/{total}] {name}: load test against {url}", phases.len() + k + 1));
+        let report = settings.out_dir.join(format!("{name}.json"));
+        sweep(&[url.clone()], name, &report, &settings, &cancel, quiet).await?;
+        measured.push(Measured { name: name.clone(), report, metrics: None, servers_per_device: 1 });
+        if cancel.is_cancelled() {
+            return Err(BenchError::Interrupted(settings.out_dir.clone()));
+        }
+    }
+    compare(&measured, &args, &settings, quiet)?;
+    println!("report: {}", settings.out_dir.join("comparison.md").display());
+    Ok(ExitStatus::Success)
+}
+
+fn say(quiet: bool, text: &str) {
+    if !quiet {
+        eprintln!("{text}");
+    }
+}
+
+fn default_out_dir() -> PathBuf {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .unwrap_or_else(|_| "latest".into());
+    PathBuf::from("reports").join(format!("bench-{stamp}"))
+}
+
+async fn run_phase(
+    phase: Phase,
+    args: &BenchArgs,
+    settings: &Settings,
+    cancel: &CancellationToken,
+    quiet: bool,
+) -> Result<Measured, BenchError> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (count, batch, threads) = match phase {
+        Phase::BareMetal => (1, 1, cores),
+        Phase::Sharing => (args.sharing_servers, 1, (cores / args.sharing_servers as usize).max(1)),
+        _ => (1, 16, cores),
+    };
+    let name = phase.name();
+    let mut servers = Vec::new();
+    let mut urls = Vec::new();
+    for k in 0..count {
+        let port = free_port()?;
+        let mut serve_args: Vec<String> = vec![
+            "serve".into(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--device".into(),
+            args.device.clone(),
+            "--threads".into(),
+            threads.to_string(),
+            "--max-batch-size".into(),
+            batch.to_string(),
+        ];
+        if let Some(m) = &args.model {
+            serve_args.push("--model".into());
+            serve_args.push(m.display().to_string());
+        }
+        if phase == Phase::Sharing && args.device.starts_with("cuda") {
+            serve_args.push("--gpu-memory-fraction".into());
+            serve_args.push(format!("{:.2}", 0.95 / count as f64));
+        }
+        let log = settings.out_dir.join("logs").join(format!("{name}-serve-{k}.log"));
+        let mut server = ChildProcess::start(&format!("{name} server {k}"), &settings.exe, &serve_args, &log)?;
+        // Servers start one after the other so that only the first provisions the model.
+        let base = format!("http://127.0.0.1:{port}");
+        let ready = format!("{base}/ready");
+        tokio::select! {
+            r = wait_ready(&mut server, &ready, Duration::from_secs(600)) => r?,
+            _ = cancel.cancelled() => return Err(BenchError::Interrupted(settings.out_dir.clone())),
+        }
+        urls.push(format!("{base}/generate"));
+        servers.push(server);
+    }
+    say(quiet, &format!("    {count} server(s) ready: {}", urls.join(" ")));
+
+    let metrics_csv = settings.out_dir.join(format!("{name}-metrics.csv"));
+    let metrics_args: Vec<String> = [
+        "metrics", "--source", if args.device.starts_with("cuda") { "nvml" } else { "cpu" }, "--interval", "500ms",
+        "--duration", "6h", "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([metrics_csv.display().to_string()])
+    .collect();
+    let log = settings.out_dir.join("logs").join(format!("{name}-metrics.log"));
+    let mut sampler = ChildProcess::start(&format!("{name} sampler"), &settings.exe, &metrics_args, &log)?;
+
+    let report = settings.out_dir.join(format!("{name}.json"));
+    let result = sweep(&urls, name, &report, settings, cancel, quiet).await;
+    sampler.stop(Duration::from_secs(3));
+    for mut s in servers {
+        s.stop(Duration::from_secs(10));
+    }
+    result?;
+    let metrics = metrics_csv.exists().then_some(metrics_csv);
+    Ok(Measured { name: name.into(), report, metrics, servers_per_device: count })
+}
+
+async fn sweep(
+    urls: &[String],
+    label: &str,
+    out: &Path,
+    settings: &Settings,
+    cancel: &CancellationToken,
+    quiet: bool,
+) -> Result<(), BenchError> {
+    let mut flags: Vec<String> = Vec::new();
+    for u in urls {
+        flags.push("--url".into());
+        flags.push(u.clone());
+    }
+    let concurrency: Vec<String> = settings.concurrency.iter().map(u32::to_string).collect();
+    flags.extend([
+        "--concurrency".into(),
+        concurrency.join(","),
+        "--duration".into(),
+        format!("{}ms", settings.point.as_millis()),
+        "--warmup".into(),
+        "1".into(),
+        "--max-tokens".into(),
+        settings.max_tokens.to_string(),
+        "--timeout".into(),
+        "180s".into(),
+        "--label".into(),
+        label.into(),
+    ]);
+    let args = LoadTestArgs::from_flags(&flags)?;
+    let plan = loadtest::prepare(&args).await?;
+    let reports = loadtest::run(&plan, cancel, !quiet).await?;
+    if !quiet {
+        eprint!("{}", loadtest::render_sweep(&reports));
+    }
+    let ok: u64 = reports.iter().map(|r| r.counts.ok).sum();
+    RunReportFile::from_runs(reports).save(out)?;
+    if ok == 0 && !cancel.is_cancelled() {
+        return Err(BenchError::Failed(format!("no request to {label} succeeded: see {}", out.display())));
+    }
+    Ok(())
+}
+
+fn compare(measured: &[Measured], args: &BenchArgs, settings: &Settings, quiet: bool) -> Result<(), BenchError> {
+    let mut compare_args: Vec<String> = vec!["compare".into()];
+    for m in measured {
+        let mut spec = format!("{}={}", m.name, m.report.display());
+        if let Some(csv) = &m.metrics {
+            spec.push_str(&format!(",metrics={}", csv.display()));
+        }
+        spec.push_str(&format!(",pods-per-gpu={}", m.servers_per_device));
+        compare_args.push("--phase".into());
+        compare_args.push(spec);
+    }
+    compare_args.extend([
+        "--gpu-hour-cost".into(),
+        args.gpu_hour_cost.to_string(),
+        "--out-dir".into(),
+        settings.out_dir.display().to_string(),
+    ]);
+    say(quiet, "comparing the phases");
+    let output = std::process::Command::new(&settings.exe)
+        .args(&compare_args)
+        .output()
+        .map_err(|e| BenchError::Failed(format!("cannot run gpubench compare: {e}")))?;
+    if !quiet {
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    if !output.status.success() {
+        return Err(BenchError::Failed(format!(
+            "gpubench compare failed ({}); the runs are in {}",
+            output.status,
+            settings.out_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_name_equals_url() {
+        assert_eq!(
+            parse_target("k8s=http://10.0.0.5:8000/generate").unwrap(),
+            ("k8s".to_string(), "http://10.0.0.5:8000/generate".to_string())
+        );
+        assert!(parse_target("k8s").unwrap_err().contains("NAME=URL"));
+        assert!(parse_target("a b=http://x").unwrap_err().contains("must be letters"));
+        assert!(parse_target("k=ftp://x").unwrap_err().contains("http://"));
+    }
+}
