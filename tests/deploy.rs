@@ -245,7 +245,7 @@ fn dockerfile_builds_cuda_and_cpu_variants_and_runs_gpubench_serve_as_non_root()
     assert_eq!(serve[0].value_of("--host"), Some("0.0.0.0"));
     assert_eq!(df.cmd(), vec!["--port".to_string(), PORT.to_string()], "CMD gives the default port");
     let health = df.final_instruction("HEALTHCHECK").map(|i| i.args.clone()).unwrap_or_default();
-    assert!(health.contains(&format!("127.0.0.1:{PORT}{LIVENESS_PATH}")), "HEALTHCHECK must probe {LIVENESS_PATH}: {health}");
+    assert_eq!(urls_in(&health), vec![format!("http://127.0.0.1:{PORT}{LIVENESS_PATH}")], "HEALTHCHECK must probe {LIVENESS_PATH}: {health}");
     assert!(df.final_instruction("EXPOSE").is_some_and(|i| i.args == PORT), "EXPOSE {PORT}");
     let last = df.stages.len() - 1;
     for i in df.in_stage(last).filter(|i| matches!(i.keyword.as_str(), "COPY" | "ADD")) {
@@ -290,7 +290,7 @@ fn compose_reserves_one_gpu_and_checks_health() {
     assert!(devices[0]["capabilities"].as_array().is_some_and(|c| c.contains(&json!("gpu"))), "capabilities: [gpu]");
     assert_eq!(strings(&server["ports"]), Some(vec![format!("{PORT}:{PORT}")]));
     let test = strings(&server["healthcheck"]["test"]).unwrap_or_default().join(" ");
-    assert!(test.contains(&format!("127.0.0.1:{PORT}{LIVENESS_PATH}")), "healthcheck must probe {LIVENESS_PATH}: {test}");
+    assert_eq!(urls_in(&test), vec![format!("http://127.0.0.1:{PORT}{LIVENESS_PATH}")], "healthcheck must probe {LIVENESS_PATH}: {test}");
     assert!(server["shm_size"].is_string(), "set shm_size for the server");
     // The server reads the model that the one-shot download service wrote to the same volume.
     let serve = compose_invocations(&compose, &df).into_iter().find(|i| i.subcommand == "serve").expect("serve in compose");
@@ -307,6 +307,11 @@ fn compose_reserves_one_gpu_and_checks_health() {
     for (name, service) in compose["services"].as_object().expect("services") {
         assert_eq!(service["image"], IMAGE, "service {name}");
     }
+}
+
+/// The http:// URLs of a shell command line, as whole words.
+fn urls_in(script: &str) -> Vec<String> {
+    invocations::shell_commands(script).into_iter().flatten().filter(|w| w.starts_with("http://")).collect()
 }
 
 /// Invocations of gpubench by each Compose service: its entrypoint (or the image's) and its
@@ -634,7 +639,7 @@ fn load_test_jobs_share_one_workload_and_keep_their_reports() {
         assert_eq!(volume["persistentVolumeClaim"]["claimName"], "gpubench-reports", "{}", m.id());
         let wait = containers(spec).into_iter().find(|c| c["name"] == "wait-until-ready").expect("waits for the server");
         let script = strings(&wait["command"]).unwrap_or_default().join(" ");
-        assert!(script.contains(&format!("http://{host}:{PORT}{READINESS_PATH}")), "{}: waits on {READINESS_PATH}", m.id());
+        assert_eq!(urls_in(&script), vec![format!("http://{host}:{PORT}{READINESS_PATH}")], "{}: waits on {READINESS_PATH}", m.id());
         assert!(
             all.iter().any(|p| p.kind() == "Pod" && p.namespace() == m.namespace() && p.value["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "gpubench-reports"),
             "{}: no reports pod in its namespace to copy the report out",
