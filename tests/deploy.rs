@@ -69,7 +69,8 @@ fn validator_or_skip(test: &str) -> Option<Vec<String>> {
     }
 }
 
-fn run_validator(tool: &[String], files: &[String]) -> (bool, String) {
+/// Runs the validator over files: (success, its report on stdout, stderr).
+fn run_validator(tool: &[String], files: &[String]) -> (bool, String, String) {
     let out = Command::new(&tool[0])
         .args(&tool[1..])
         .args(["--strict", "-k", KUBERNETES_VERSION])
@@ -77,8 +78,8 @@ fn run_validator(tool: &[String], files: &[String]) -> (bool, String) {
         .current_dir(root())
         .output()
         .expect("kubernetes-validate runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -86,8 +87,8 @@ fn every_manifest_passes_kubernetes_validate_strict() {
     let Some(tool) = validator_or_skip("every_manifest_passes_kubernetes_validate_strict") else { return };
     let files = files::manifest_files();
     assert!(files.len() >= 20, "expected the manifests of every phase under deploy/, found {files:?}");
-    let (ok, output) = run_validator(&tool, &files);
-    assert!(ok, "kubernetes-validate --strict -k {KUBERNETES_VERSION} failed:\n{output}");
+    let (ok, output, stderr) = run_validator(&tool, &files);
+    assert!(ok, "kubernetes-validate --strict -k {KUBERNETES_VERSION} failed:\n{output}{stderr}");
     // A typo in apiVersion or kind is only a warning for the tool: require a pass line for every
     // built-in object, and allow warnings only for the scheduler's own resources.
     for m in manifests().iter().filter(|m| !m.is_scheduling_crd()) {
@@ -112,7 +113,7 @@ fn kubernetes_validate_strict_rejects_unknown_fields() {
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = json!("/ready");
     let path = dir.path().join("typo.yaml");
     std::fs::write(&path, serde_json::to_string(&deployment).expect("json")).expect("write");
-    let (ok, output) = run_validator(&tool, &[path.to_string_lossy().into_owned()]);
+    let (ok, output, _) = run_validator(&tool, &[path.to_string_lossy().into_owned()]);
     assert!(!ok && output.contains("paht"), "a misspelt field passed strict validation:\n{output}");
 }
 
