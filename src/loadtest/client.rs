@@ -8,16 +8,23 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 
 use super::api::{parse_answer, snippet, ApiKind, SseStream, Usage};
+use super::http1::Http1Pool;
 use super::LoadTestError;
 
 /// Everything a request needs, built before the run starts.
 pub struct Target {
-    pub client: reqwest::Client,
+    transport: Transport,
     pub urls: Vec<reqwest::Url>,
     pub api: ApiKind,
     pub stream: bool,
     pub bodies: Vec<Bytes>,
     pub timeout: Duration,
+}
+
+/// Plain-HTTP endpoints get the lean HTTP/1 pool; HTTPS goes through reqwest.
+enum Transport {
+    Http1 { pools: Vec<Http1Pool>, headers: HeaderMap },
+    Reqwest(reqwest::Client),
 }
 
 /// Why a request failed, as counted in the report.
@@ -73,7 +80,8 @@ pub struct Exchange {
 }
 
 impl Target {
-    pub fn new(
+    /// Builds the client for `urls` (resolving each host once) with the extra headers.
+    pub async fn new(
         urls: Vec<reqwest::Url>,
         api: ApiKind,
         stream: bool,
@@ -83,7 +91,6 @@ impl Target {
         max_in_flight: usize,
     ) -> Result<Arc<Self>, LoadTestError> {
         let mut map = HeaderMap::new();
-        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (k, v) in headers {
             let name = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| LoadTestError::Usage(format!("'{k}' is not a valid header name")))?;
@@ -91,22 +98,37 @@ impl Target {
                 .map_err(|_| LoadTestError::Usage(format!("the value of header '{k}' has characters HTTP does not allow")))?;
             map.insert(name, value);
         }
-        let client = reqwest::Client::builder()
-            .default_headers(map)
-            .pool_max_idle_per_host(max_in_flight.max(1))
-            .tcp_nodelay(true)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| LoadTestError::Failed(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Arc::new(Target { client, urls, api, stream, bodies, timeout }))
+        let transport = if urls.iter().all(|u| u.scheme() == "http") {
+            let mut pools = Vec::with_capacity(urls.len());
+            for url in &urls {
+                let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+                let port = url.port_or_known_default().unwrap_or(80);
+                let addr = tokio::net::lookup_host((host, port))
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| LoadTestError::Unreachable(format!("cannot resolve {host} (--url {url})")))?;
+                pools.push(Http1Pool::new(addr, url).map_err(LoadTestError::Usage)?);
+            }
+            Transport::Http1 { pools, headers: map }
+        } else {
+            map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let client = reqwest::Client::builder()
+                .default_headers(map)
+                .pool_max_idle_per_host(max_in_flight.max(1))
+                .tcp_nodelay(true)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .build()
+                .map_err(|e| LoadTestError::Failed(format!("cannot build the HTTP client: {e}")))?;
+            Transport::Reqwest(client)
+        };
+        Ok(Arc::new(Target { transport, urls, api, stream, bodies, timeout }))
     }
 
     /// Sends request `index` (its URL and body chosen round-robin) and waits for the whole answer.
     pub async fn send(&self, index: u64) -> Exchange {
         let sent = Instant::now();
-        let url = &self.urls[(index % self.urls.len() as u64) as usize];
-        let body = self.bodies[(index % self.bodies.len() as u64) as usize].clone();
-        let result = match tokio::time::timeout(self.timeout, self.exchange(url, body)).await {
+        let result = match tokio::time::timeout(self.timeout, self.exchange(index)).await {
             Ok(r) => r,
             Err(_) => Err(RequestError {
                 kind: ErrorKind::Timeout,
@@ -116,47 +138,91 @@ impl Target {
         Exchange { sent, done: Instant::now(), result }
     }
 
-    async fn exchange(&self, url: &reqwest::Url, body: Bytes) -> Result<Answer, RequestError> {
-        let request = self.client.post(url.clone()).body(body);
-        let mut response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        if !status.is_success() {
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(RequestError {
-                kind: ErrorKind::HttpStatus(status.as_u16()),
-                message: format!("HTTP {status}: {}", snippet(&body)),
-            });
-        }
-        if !self.stream {
-            let body = response.bytes().await.map_err(transport_error)?;
-            let usage = parse_answer(self.api, &content_type, &body)
-                .map_err(|message| RequestError { kind: ErrorKind::Protocol, message })?;
-            return Ok(Answer { usage, ..Answer::default() });
-        }
-        let mut sse = SseStream::default();
-        let mut answer = Answer::default();
-        let mut last: Option<Instant> = None;
-        let protocol = |message| RequestError { kind: ErrorKind::Protocol, message };
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            let now = Instant::now();
-            let events = sse.feed(&chunk).map_err(protocol)?;
-            record_arrivals(&mut answer, &mut last, now, events);
-            if sse.done {
-                break;
+    async fn exchange(&self, index: u64) -> Result<Answer, RequestError> {
+        let u = (index % self.urls.len() as u64) as usize;
+        let body = self.bodies[(index % self.bodies.len() as u64) as usize].clone();
+        match &self.transport {
+            Transport::Http1 { pools, headers } => {
+                let pool = &pools[u];
+                let mut response = pool.post(headers, body).await.map_err(connect_error)?;
+                if !response.status.is_success() {
+                    let body = response.bytes(pool).await.unwrap_or_default();
+                    return Err(status_error(response.status, &body));
+                }
+                if !self.stream {
+                    let body = response.bytes(pool).await.map_err(connect_error)?;
+                    return self.whole(&response.content_type, &body);
+                }
+                let mut reader = StreamReader::default();
+                while let Some(chunk) = response.next_chunk(pool).await.map_err(connect_error)? {
+                    reader.push(&chunk)?;
+                }
+                reader.finish()
+            }
+            Transport::Reqwest(client) => {
+                let mut response = client.post(self.urls[u].clone()).body(body).send().await.map_err(transport_error)?;
+                let status = response.status();
+                let content_type =
+                    response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                if !status.is_success() {
+                    let body = response.bytes().await.unwrap_or_default();
+                    return Err(status_error(status, &body));
+                }
+                if !self.stream {
+                    let body = response.bytes().await.map_err(transport_error)?;
+                    return self.whole(&content_type, &body);
+                }
+                let mut reader = StreamReader::default();
+                while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+                    reader.push(&chunk)?;
+                }
+                reader.finish()
             }
         }
-        let events = sse.finish().map_err(protocol)?;
-        record_arrivals(&mut answer, &mut last, Instant::now(), events);
-        answer.usage = sse.usage;
-        answer.streamed_events = Some(sse.content_events);
-        Ok(answer)
     }
+
+    fn whole(&self, content_type: &str, body: &[u8]) -> Result<Answer, RequestError> {
+        let usage = parse_answer(self.api, content_type, body)
+            .map_err(|message| RequestError { kind: ErrorKind::Protocol, message })?;
+        Ok(Answer { usage, ..Answer::default() })
+    }
+}
+
+/// Reads a streamed answer, noting when each token arrived.
+#[derive(Default)]
+struct StreamReader {
+    sse: SseStream,
+    answer: Answer,
+    last: Option<Instant>,
+}
+
+impl StreamReader {
+    fn push(&mut self, chunk: &[u8]) -> Result<(), RequestError> {
+        let now = Instant::now();
+        let events = self.sse.feed(chunk).map_err(protocol_error)?;
+        record_arrivals(&mut self.answer, &mut self.last, now, events);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Answer, RequestError> {
+        let events = self.sse.finish().map_err(protocol_error)?;
+        record_arrivals(&mut self.answer, &mut self.last, Instant::now(), events);
+        self.answer.usage = self.sse.usage;
+        self.answer.streamed_events = Some(self.sse.content_events);
+        Ok(self.answer)
+    }
+}
+
+fn protocol_error(message: String) -> RequestError {
+    RequestError { kind: ErrorKind::Protocol, message }
+}
+
+fn connect_error(message: String) -> RequestError {
+    RequestError { kind: ErrorKind::Connect, message }
+}
+
+fn status_error(status: http::StatusCode, body: &[u8]) -> RequestError {
+    RequestError { kind: ErrorKind::HttpStatus(status.as_u16()), message: format!("HTTP {status}: {}", snippet(body)) }
 }
 
 fn record_arrivals(answer: &mut Answer, last: &mut Option<Instant>, now: Instant, events: u64) {

@@ -11,6 +11,7 @@
 mod api;
 mod client;
 mod driver;
+mod http1;
 mod options;
 mod recorder;
 mod requests_csv;
@@ -175,7 +176,7 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         })
         .max()
         .unwrap_or(1);
-    let target = Target::new(urls.clone(), api, args.stream, &args.headers, bodies, args.timeout, max_in_flight)?;
+    let target = Target::new(urls.clone(), api, args.stream, &args.headers, bodies, args.timeout, max_in_flight).await?;
     let limits = Limits {
         requests,
         duration: args.duration,
