@@ -159,28 +159,31 @@ impl Target {
                 }
                 reader.finish()
             }
-            Transport::Reqwest(client) => {
-                let mut response = client.post(self.urls[u].clone()).body(body).send().await.map_err(transport_error)?;
-                let status = response.status();
-                let content_type =
-                    response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                if !status.is_success() {
-                    let body = response.bytes().await.unwrap_or_default();
-                    return Err(status_error(status, &body));
-                }
-                if !self.stream {
-                    let body = response.bytes().await.map_err(transport_error)?;
-                    return self.whole(&content_type, &body);
-                }
-                let mut reader = StreamReader::default();
-                while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-                    reader.push(&chunk)?;
-                }
-                reader.finish()
-            }
+            // Boxed: reqwest's future is large and would make every request's state machine large.
+            Transport::Reqwest(client) => Box::pin(self.exchange_reqwest(client, u, body)).await,
         }
     }
 
+    async fn exchange_reqwest(&self, client: &reqwest::Client, u: usize, body: Bytes) -> Result<Answer, RequestError> {
+        let mut response = client.post(self.urls[u].clone()).body(body).send().await.map_err(transport_error)?;
+        let status = response.status();
+        let content_type =
+            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(status_error(status, &body));
+        }
+        if !self.stream {
+            let body = response.bytes().await.map_err(transport_error)?;
+            return self.whole(&content_type, &body);
+        }
+        let mut reader = StreamReader::default();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            reader.push(&chunk)?;
+        }
+        reader.finish()
+    }
+    }
     fn whole(&self, content_type: &str, body: &[u8]) -> Result<Answer, RequestError> {
         let usage = parse_answer(self.api, content_type, body)
             .map_err(|message| RequestError { kind: ErrorKind::Protocol, message })?;

@@ -16,8 +16,12 @@ const MAX_MICROS: u64 = 3_600_000_000;
 /// Distinct error messages kept as samples.
 const MAX_SAMPLES: usize = 5;
 
+/// An empty histogram that grows to the values it sees (a full 1 µs..1 h one is ~380 KB,
+/// too much to keep per worker and metric).
 fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant histogram bounds are valid")
+    let mut h = Histogram::new(3).expect("3 significant figures are valid");
+    h.auto(true);
+    h
 }
 
 fn record(h: &mut Histogram<u64>, d: Duration) {
