@@ -183,7 +183,7 @@ impl Target {
         }
         reader.finish()
     }
-    }
+
     fn whole(&self, content_type: &str, body: &[u8]) -> Result<Answer, RequestError> {
         let usage = parse_answer(self.api, content_type, body)
             .map_err(|message| RequestError { kind: ErrorKind::Protocol, message })?;
