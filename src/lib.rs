@@ -4,6 +4,7 @@
 //! command reads or writes. The binary in `src/bin/gpubench.rs` parses the command
 //! line and dispatches here.
 
+pub mod compare;
 pub mod exit;
 pub mod loadtest;
 pub mod report;

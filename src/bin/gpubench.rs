@@ -24,6 +24,9 @@ enum Command {
     /// Drive concurrent load at an LLM endpoint and measure it (closed or open loop).
     #[command(after_help = gpubench::loadtest::AFTER_HELP)]
     LoadTest(gpubench::loadtest::LoadTestArgs),
+    /// Compare phases (run reports, metric series): tables, charts, cost, verdict, regression gate.
+    #[command(after_help = gpubench::compare::AFTER_HELP)]
+    Compare(gpubench::compare::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::LoadTest(args) => gpubench::loadtest::run_cli(args, quiet).await.map_err(failed),
+            Command::Compare(args) => gpubench::compare::run_cli(args, quiet).map_err(failed),
         }
     });
     match result {
