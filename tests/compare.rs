@@ -115,8 +115,8 @@ fn without_slo_every_point_counts_and_target_defaults_to_best() {
     let c = compare(&request).unwrap().comparison;
     assert_eq!(c.phase("sharing").unwrap().operating_point, "c6");
     assert!(c.cost_model.target_rpm_is_default);
-    assert_eq!(c.cost_model.target_rpm, 191.0);
-    assert_eq!(c.phase("sharing").unwrap().gpus_needed, Some(2));
+    assert_eq!(c.cost_model.target_rpm, 190.2);
+    assert_eq!(c.phase("sharing").unwrap().gpus_needed, Some(1));
     assert_eq!(c.phase("bare-metal").unwrap().gpus_needed, Some(4));
 }
 

@@ -70,6 +70,17 @@ pub fn draw_all(c: &Comparison, phases: &[PhaseData], dir: &Path, written: &mut 
     Ok(charts)
 }
 
+/// Axis numbers without a needless `.0`.
+fn tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn load_x(pt: &crate::report::SweepPoint, i: usize) -> f64 {
     match (pt.concurrency, pt.rate) {
         (_, Some(r)) => r,
@@ -107,6 +118,8 @@ fn throughput(c: &Comparison, path: &Path) -> DrawResult {
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc("Throughput (req/min)")
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .draw()?;
@@ -134,12 +147,13 @@ fn latency(c: &Comparison, path: &Path) -> DrawResult {
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(80)
-        .build_cartesian_2d((0..names.len() as i32).into_segmented(), 0.0..y_max * 1.15)?;
+        .build_cartesian_2d((0..names.len() as i32 - 1).into_segmented(), 0.0..y_max * 1.15)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_desc("Percentile")
         .y_desc("Latency (ms)")
+        .y_label_formatter(&|y| tick(*y))
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names.get(*i as usize).copied().unwrap_or("").to_string(),
             SegmentValue::Last => String::new(),
@@ -177,6 +191,8 @@ fn utilization(c: &Comparison, phases: &[PhaseData], path: &Path) -> DrawResult 
         .configure_mesh()
         .x_desc("Time since the first sample (s)")
         .y_desc(format!("{name} (%)"))
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .draw()?;
@@ -204,7 +220,7 @@ fn cost(c: &Comparison, title: &str, path: &Path) -> DrawResult {
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(100)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..y_max * 1.2)?;
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max * 1.2)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -218,9 +234,11 @@ fn cost(c: &Comparison, title: &str, path: &Path) -> DrawResult {
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .draw()?;
+    // Bars at most about 180 px wide, whatever the number of phases.
+    let bar_margin = ((860.0 / n.max(1) as f64 - 180.0) / 2.0).max(30.0) as u32;
     for (i, p) in c.phases.iter().enumerate() {
         let Some(y) = p.yearly_cost else { continue };
-        chart.draw_series(Histogram::vertical(&chart).style(color(i).filled()).margin(40).data([(i as i32, y)]))?;
+        chart.draw_series(Histogram::vertical(&chart).style(color(i).filled()).margin(bar_margin).data([(i as i32, y)]))?;
         let gpus = match p.gpus_needed {
             Some(1) => "1 GPU".to_string(),
             Some(g) => format!("{g} GPUs"),

@@ -68,7 +68,11 @@ pub fn write(c: &Comparison) -> String {
             let hi = with_util.iter().copied().fold(with_util[0], |a, b| if u(b) > u(a) { b } else { a });
             s.push(format!(
                 "Mean {} ranges from {:.0}% ({}) to {:.0}% ({}).",
-                util_name(ps).to_lowercase(),
+                match util_name(ps) {
+                    "GPU utilization" => "GPU utilization",
+                    "CPU utilization" => "CPU utilization",
+                    _ => "utilization",
+                },
                 u(lo),
                 lo.label,
                 u(hi),
