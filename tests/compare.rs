@@ -57,6 +57,9 @@ fn markdown_report_is_stable() {
     let md_again = std::fs::read_to_string(b.path().join("comparison.md")).unwrap();
     assert_eq!(md, md_again, "same inputs must give the same markdown");
     insta::assert_snapshot!("comparison_md", md);
+    // The terminal rendering, without the line naming the temporary folder.
+    let table: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("Report: ")).collect();
+    insta::assert_snapshot!("comparison_stdout", table.join("\n"));
 }
 
 #[test]

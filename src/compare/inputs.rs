@@ -23,6 +23,8 @@ pub struct UtilSeries {
     pub points: Vec<(f64, f64)>,
     pub mean: f64,
     pub p95: f64,
+    /// Mean SM activity (GPM / DCGM profiling), where the series has it.
+    pub sm_activity_mean: Option<f64>,
 }
 
 pub fn load_phase(input: &PhaseInput) -> Result<PhaseData, CompareError> {
@@ -46,10 +48,14 @@ pub fn load_util(path: &Path) -> Result<UtilSeries, CompareError> {
     let mut reader = csv::Reader::from_path(path).map_err(|e| err(format!("cannot read the metric series ({e})")))?;
     let mut samples: Vec<(f64, f64)> = Vec::new();
     let mut kinds = std::collections::BTreeSet::new();
+    let mut sm_activity: Vec<f64> = Vec::new();
     for (i, row) in reader.deserialize::<MetricSample>().enumerate() {
         let s = row.map_err(|e| err(format!("row {} is not a metric sample: {e}. Write it with gpubench metrics --out", i + 1)))?;
         if s.pid.is_some() || s.pod.as_deref().is_some_and(|p| !p.is_empty()) {
             continue;
+        }
+        if let Some(a) = s.sm_activity_pct.filter(|a| a.is_finite()) {
+            sm_activity.push(a);
         }
         if let Some(u) = s.gpu_util_pct.filter(|u| u.is_finite()) {
             samples.push((s.timestamp, u));
@@ -79,7 +85,8 @@ pub fn load_util(path: &Path) -> Result<UtilSeries, CompareError> {
         }
     }
     let points = points.into_iter().map(|(t, sum, n)| (t, sum / n as f64)).collect();
-    Ok(UtilSeries { kind, points, mean, p95 })
+    let sm_activity_mean = (!sm_activity.is_empty()).then(|| sm_activity.iter().sum::<f64>() / sm_activity.len() as f64);
+    Ok(UtilSeries { kind, points, mean, p95, sm_activity_mean })
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -128,6 +135,7 @@ mod tests {
         assert_eq!(s.points, vec![(0.0, 30.0), (1.0, 70.0)]);
         assert_eq!(s.mean, 50.0);
         assert_eq!(s.p95, 80.0);
+        assert_eq!(s.sm_activity_mean, None);
     }
 
     #[test]

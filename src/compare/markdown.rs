@@ -14,7 +14,7 @@ use super::verdict::money;
 pub fn value(metric: &str, v: Option<f64>) -> String {
     let Some(v) = v else { return "-".into() };
     match metric {
-        "util_mean_pct" | "util_p95_pct" => format!("{v:.1}%"),
+        "util_mean_pct" | "util_p95_pct" | "sm_activity_mean_pct" => format!("{v:.1}%"),
         "goodput_fraction" => format!("{:.1}%", v * 100.0),
         "pods_per_gpu" | "gpus" | "gpus_needed" => format_count(v),
         "requests_per_min" | "output_tokens_per_s" => group_thousands(&format!("{v:.1}")),
@@ -83,6 +83,17 @@ pub fn document(c: &Comparison) -> String {
         "\nEach phase is shown at its operating point: its fastest load-test point{}. Latency is end to end (request sent to last byte).\n",
         if c.cost_model.slo_ms.is_empty() { "" } else { " within the SLO" }
     );
+    let kinds: Vec<&str> = c.phases.iter().filter_map(|p| p.util_kind.as_deref()).collect();
+    if kinds.contains(&"gpu") {
+        let _ = writeln!(
+            md,
+            "GPU utilization is NVML's duty cycle: the share of time any kernel ran, not how busy the SMs were{}.\n",
+            if c.phases.iter().any(|p| p.sm_activity_mean_pct.is_some()) { " (SM activity says that)" } else { "" }
+        );
+    }
+    if kinds.contains(&"cpu") {
+        let _ = writeln!(md, "CPU utilization is the host's CPU busy share while the phase ran.\n");
+    }
 
     cost_section(&mut md, c);
 

@@ -135,6 +135,7 @@ fn summarize(phase: &PhaseData, request: &CompareRequest, notes: &mut Vec<String
         util_kind: phase.util.as_ref().map(|u| u.kind.clone()),
         util_mean_pct: phase.util.as_ref().map(|u| round(u.mean, 2)),
         util_p95_pct: phase.util.as_ref().map(|u| round(u.p95, 2)),
+        sm_activity_mean_pct: phase.util.as_ref().and_then(|u| u.sm_activity_mean).map(|a| round(a, 2)),
         goodput_fraction: run.goodput.as_ref().map(|g| g.fraction),
         gpus_needed: None,
         yearly_cost: None,
@@ -185,9 +186,10 @@ fn rows(phases: &[PhaseSummary], cost: &CostModel) -> Vec<ComparisonRow> {
     let util = util_name(phases);
     let target = format_count(cost.target_rpm);
     type Getter = fn(&PhaseSummary) -> Option<f64>;
-    let defs: [(&str, String, &str, Getter); 14] = [
+    let defs: [(&str, String, &str, Getter); 15] = [
         ("util_mean_pct", format!("{util}, mean"), "higher", |p| p.util_mean_pct),
         ("util_p95_pct", format!("{util}, p95"), "higher", |p| p.util_p95_pct),
+        ("sm_activity_mean_pct", "SM activity, mean".into(), "higher", |p| p.sm_activity_mean_pct),
         ("pods_per_gpu", "Pods per GPU".into(), "higher", |p| Some(p.pods_per_gpu as f64)),
         ("gpus", "GPUs used".into(), "none", |p| Some(p.gpus)),
         ("requests_per_min", "Throughput (req/min)".into(), "higher", |p| Some(p.requests_per_min)),
@@ -278,6 +280,7 @@ mod tests {
             util_kind: None,
             util_mean_pct: None,
             util_p95_pct: None,
+            sm_activity_mean_pct: None,
             goodput_fraction: None,
             gpus_needed: None,
             yearly_cost: None,

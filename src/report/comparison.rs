@@ -72,6 +72,9 @@ pub struct PhaseSummary {
     pub util_kind: Option<String>,
     pub util_mean_pct: Option<f64>,
     pub util_p95_pct: Option<f64>,
+    /// Mean SM activity in % (Hopper GPM or DCGM profiling): how busy the SMs really were,
+    /// where the metric series has it.
+    pub sm_activity_mean_pct: Option<f64>,
     /// Share of measured requests that met every SLO of the load test, if it had any.
     pub goodput_fraction: Option<f64>,
     /// Whole GPUs needed to serve the target rate within the SLOs; absent when no point met them.
