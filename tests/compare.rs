@@ -135,7 +135,7 @@ fn csv_json_and_charts_are_written() {
     assert_eq!(lines.count(), 3);
 
     let md = std::fs::read_to_string(out.path().join("comparison.md")).unwrap();
-    for chart in ["throughput.png", "latency.png", "utilization.png", "cost.png"] {
+    for chart in ["throughput.png", "saturation.png", "latency.png", "utilization.png", "cost.png"] {
         assert!(md.contains(&format!("]({chart})")), "{chart} not embedded");
         let path = out.path().join(chart);
         let size = std::fs::metadata(&path).unwrap().len();

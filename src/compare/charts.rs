@@ -58,6 +58,7 @@ pub fn draw_all(c: &Comparison, phases: &[PhaseData], dir: &Path, written: &mut 
     };
     if c.phases.iter().any(|p| p.points.len() > 1) {
         draw("throughput.png", "Throughput vs load".into(), &|p| throughput(c, p))?;
+        draw("saturation.png", "Latency vs throughput".into(), &|p| saturation(c, p))?;
     }
     draw("latency.png", "Latency percentiles per phase".into(), &|p| latency(c, p))?;
     if phases.iter().any(|p| p.util.is_some()) {
@@ -123,6 +124,52 @@ fn throughput(c: &Comparison, path: &Path) -> DrawResult {
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .draw()?;
+    for (i, (p, data)) in c.phases.iter().zip(&series).enumerate() {
+        let col = color(i);
+        chart
+            .draw_series(LineSeries::new(data.iter().copied(), col.stroke_width(3)))?
+            .label(p.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(3)));
+        chart.draw_series(data.iter().map(|&xy| Circle::new(xy, 5, col.filled())))?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+    root.present()?;
+    Ok(())
+}
+
+/// p95 latency against throughput, one curve per phase: where it turns up, the phase saturates.
+fn saturation(c: &Comparison, path: &Path) -> DrawResult {
+    let series: Vec<Vec<(f64, f64)>> = c
+        .phases
+        .iter()
+        .map(|p| p.points.iter().filter_map(|pt| pt.latency_p95_ms.map(|l| (pt.requests_per_min, l))).collect())
+        .collect();
+    let x_max = series.iter().flatten().map(|p| p.0).fold(1.0, f64::max);
+    let y_max = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max);
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Latency vs throughput (each point a load level)", (FONT, 28))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max * 1.08, 0.0..y_max * 1.15)?;
+    chart
+        .configure_mesh()
+        .x_desc("Throughput (req/min)")
+        .y_desc("Latency p95 (ms)")
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .draw()?;
+    if let Some(slo) = c.cost_model.slo_ms.get("e2e") {
+        let slo_color = RGBColor(200, 30, 30);
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![(0.0, *slo), (x_max * 1.08, *slo)], slo_color.stroke_width(2))))?
+            .label(format!("SLO e2e p95 {}", crate::util::human_ms(*slo)))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], slo_color.stroke_width(2)));
+    }
     for (i, (p, data)) in c.phases.iter().zip(&series).enumerate() {
         let col = color(i);
         chart
