@@ -194,6 +194,28 @@ fn regression_gate_names_the_metric_and_exits_3() {
         .arg(now.path())
         .assert()
         .code(0);
+    // Faster is never a regression: the old run gated against the slower one passes.
+    let slower = tempfile::tempdir().unwrap();
+    gpubench()
+        .arg("compare")
+        .args(["--phase", "sharing=sharing-slower.json", "--slo", "e2e=2s", "--format", "json", "--out-dir"])
+        .arg(slower.path())
+        .assert()
+        .success();
+    let slower_baseline = slower.path().join("comparison.json");
+    run_compare(now.path(), &["--format", "json", "--baseline", slower_baseline.to_str().unwrap(), "--max-regression", "0"]).code(0);
+
+    // A baseline with none of these phases is bad input, not a pass.
+    let assert = gpubench()
+        .arg("compare")
+        .args(["sharing-slower.json", "--format", "json", "--baseline"])
+        .arg(&baseline)
+        .arg("--out-dir")
+        .arg(now.path())
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("no phase of this comparison") && stderr.contains("comparison.json"), "{stderr}");
 }
 
 fn bad_input(args: &[&str], needles: &[&str]) {
@@ -219,4 +241,52 @@ fn bad_inputs_name_the_file_and_field() {
     bad_input(&["kubernetes.json", "--format", "pdf"], &["--format", "pdf"]);
     bad_input(&["kubernetes.json", "--baseline", "kubernetes.json"], &["baseline", "kubernetes.json"]);
     bad_input(&[], &["nothing to compare"]);
+}
+
+#[test]
+fn config_file_gives_phases_and_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixtures();
+    let config = dir.path().join("compare.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "target_rpm = 120\ngpu_hour_cost = 3.0\nlicense_per_gpu_year = 1000\nout_dir = \"out\"\nformat = [\"json\"]\n[slo]\ne2e = \"1.5s\"\n\
+             [[phase]]\nname = \"bare\"\nreport = \"{0}/bare-metal.json\"\n\
+             [[phase]]\nname = \"shared\"\nreport = \"{0}/sharing.json\"\nmetrics = \"{0}/sharing-gpu.csv\"\npods_per_gpu = 3\n",
+            fx.display()
+        ),
+    )
+    .unwrap();
+    gpubench().arg("compare").arg("--config").arg(&config).assert().success();
+    let c = Comparison::load(&dir.path().join("out/comparison.json")).unwrap();
+    assert_eq!(c.cost_model.target_rpm, 120.0);
+    assert_eq!(c.cost_model.slo_ms.get("e2e"), Some(&1500.0));
+    // Within 1.5 s only bare-metal's c1 (58.2 req/min) is left: 120 / 58.2 -> 3 GPUs.
+    let bare = c.phase("bare").unwrap();
+    assert_eq!((bare.operating_point.as_str(), bare.gpus_needed), ("c1", Some(3)));
+    assert_eq!(bare.yearly_cost, Some(3.0 * (3.0 * 8760.0 + 1000.0)));
+    assert_eq!(c.phase("shared").unwrap().pods_per_gpu, 3);
+    assert!(!dir.path().join("out/comparison.md").exists());
+}
+
+#[test]
+fn a_phase_that_never_meets_the_slo_gets_no_cost() {
+    let dir = fixtures();
+    let mut request = CompareRequest::new(
+        vec![PhaseInput::from_file(dir.join("bare-metal.json")), PhaseInput::from_file(dir.join("sharing.json"))],
+        None,
+    );
+    request.slo_ms.insert("e2e".into(), 1070.0);
+    request.target_rpm = Some(100.0);
+    let c = compare(&request).unwrap().comparison;
+    let bare = c.phase("bare-metal").unwrap();
+    assert!(!bare.meets_slo);
+    assert_eq!((bare.gpus_needed, bare.yearly_cost), (None, None));
+    // Its numbers are those of its fastest point.
+    assert_eq!(bare.operating_point, "c4");
+    let sharing = c.phase("sharing").unwrap();
+    assert_eq!((sharing.operating_point.as_str(), sharing.gpus_needed), ("c1", Some(2)));
+    assert!(c.verdict.contains("bare-metal met the SLO at no measured point"), "{}", c.verdict);
+    assert!(c.notes.iter().any(|n| n.starts_with("bare-metal: no point met the SLOs")));
 }
