@@ -73,9 +73,7 @@ pub fn draw_all(c: &Comparison, phases: &[PhaseData], dir: &Path, written: &mut 
 
 /// Axis numbers without a needless `.0`.
 fn tick(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
+    if (v - v.round()).abs() < 1e-9 || v.abs() >= 10.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.1}")

@@ -6,7 +6,7 @@ pub const HOURS_PER_YEAR: f64 = 8760.0;
 /// Whole GPUs needed to serve `target_rpm` when `gpus` GPUs served `measured_rpm`
 /// (capacity scales with GPUs: each extra GPU runs another copy of the deployment).
 pub fn gpus_needed(target_rpm: f64, measured_rpm: f64, gpus: f64) -> Option<u32> {
-    if !(measured_rpm > 0.0 && gpus > 0.0 && target_rpm > 0.0) {
+    if [target_rpm, measured_rpm, gpus].iter().any(|x| x.is_nan() || *x <= 0.0) {
         return None;
     }
     let exact = target_rpm * gpus / measured_rpm;
@@ -22,7 +22,7 @@ pub fn yearly_cost(gpus: f64, gpu_hour_cost: f64, license_per_gpu_year: f64) -> 
 
 /// Cost of a million output tokens when `gpus` GPUs produce `tokens_per_s` around the clock.
 pub fn cost_per_million_tokens(tokens_per_s: f64, gpus: f64, gpu_hour_cost: f64, license_per_gpu_year: f64) -> Option<f64> {
-    if !(tokens_per_s > 0.0) {
+    if tokens_per_s.is_nan() || tokens_per_s <= 0.0 {
         return None;
     }
     let per_hour = gpus * (gpu_hour_cost + license_per_gpu_year / HOURS_PER_YEAR);

@@ -47,7 +47,9 @@ pub fn write(c: &Comparison) -> String {
         }
 
         let fastest = ps.iter().fold(first, |a, b| if b.latency_p95_ms < a.latency_p95_ms { b } else { a });
-        if fastest.label == best.label {
+        if fastest.latency_p95_ms <= 0.0 {
+            // Nothing sensible to say about latencies that round to zero.
+        } else if fastest.label == best.label {
             s.push(format!("It also answers fastest, with a p95 latency of {}.", human_ms(best.latency_p95_ms)));
         } else {
             let more = (best.latency_p95_ms / fastest.latency_p95_ms - 1.0) * 100.0;
