@@ -129,6 +129,9 @@ fn csv_json_and_charts_are_written() {
     run_compare(out.path(), &[]).success();
     let json = Comparison::load(&out.path().join("comparison.json")).unwrap();
     assert_eq!(json.phases.len(), 3);
+    let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("comparison.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&Comparison::json_schema()).unwrap();
+    assert!(validator.is_valid(&raw), "comparison.json does not match its schema");
     let csv = std::fs::read_to_string(out.path().join("comparison.csv")).unwrap();
     let mut lines = csv.lines();
     assert!(lines.next().unwrap().starts_with("phase,pods_per_gpu,gpus,operating_point"));

@@ -140,6 +140,12 @@ impl Comparison {
         serde_json::from_value(value).map_err(|e| ReportError::Invalid { path: path.into(), detail: e.to_string() })
     }
 
+    /// The JSON Schema of `comparison.json`.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Comparison)).unwrap_or_default()
+    }
+
+    /// The phase of that label, if compared.
     pub fn phase(&self, label: &str) -> Option<&PhaseSummary> {
         self.phases.iter().find(|p| p.label == label)
     }
