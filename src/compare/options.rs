@@ -10,18 +10,20 @@ use super::CompareError;
 
 /// Text shown under `gpubench compare --help`.
 pub const AFTER_HELP: &str = "\
-Phases: a positional RUN.json is a phase named after its file (p1.json -> p1); --phase names it and adds
-what the report cannot know: --phase sharing=p3.json,metrics=p3-gpu.csv,pods-per-gpu=3,gpus=1
-A sweep file (several runs) is one phase; its operating point is the fastest point within the SLOs.
+Phases: a positional RUN.json is a phase named after its file (p1.json -> p1).
+--phase names it and adds what the report cannot know, e.g.
+  --phase sharing=p3.json,metrics=p3-gpu.csv,pods-per-gpu=3,gpus=1
+A sweep file (several runs) is one phase; its operating point is its fastest point within the SLOs.
 
-Cost model: GPUs needed = ceil(target req/min / (req/min at the operating point / GPUs used));
-yearly cost = GPUs needed x (gpu-hour-cost x 8760 + license-per-gpu-year);
-cost per million output tokens = GPUs used x hourly cost / (output tokens/s x 3600 / 1e6).
+Cost model:
+  GPUs needed = ceil(target req/min / (req/min at the operating point / GPUs used))
+  yearly cost = GPUs needed x (gpu-hour-cost x 8760 + license-per-gpu-year)
+  cost per million output tokens = GPUs used x hourly cost / (output tokens/s x 3600 / 1e6)
 
 Examples:
   gpubench compare reports/p1.json reports/p2.json reports/p3.json --out-dir reports/compare
-  gpubench compare --phase bare-metal=p1.json,metrics=p1.csv --phase sharing=p3.json,pods-per-gpu=3 \\
-      --target-rpm 180 --gpu-hour-cost 2 --slo e2e=2s
+  gpubench compare --phase bare-metal=p1.json,metrics=p1.csv \\
+      --phase sharing=p3.json,pods-per-gpu=3 --target-rpm 180 --gpu-hour-cost 2 --slo e2e=2s
   gpubench compare --config compare.toml --baseline old/comparison.json --max-regression 5%";
 
 /// `gpubench compare`: the phase comparison report (tables, charts, cost, verdict, gate).
