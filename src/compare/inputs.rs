@@ -29,7 +29,7 @@ pub struct UtilSeries {
 
 pub fn load_phase(input: &PhaseInput) -> Result<PhaseData, CompareError> {
     let file = RunReportFile::load(&input.report)
-        .map_err(|source| CompareError::Report { label: input.label.clone(), source })?;
+        .map_err(|error| CompareError::Report { label: input.label.clone(), error })?;
     let runs = file.runs().to_vec();
     if runs.is_empty() {
         return Err(CompareError::Input {

@@ -31,12 +31,12 @@ pub enum CompareError {
     Usage(String),
     #[error("{}: {detail}", path.display())]
     Input { path: PathBuf, detail: String },
-    #[error("phase '{label}': {source}")]
-    Report { label: String, source: ReportError },
+    #[error("phase '{label}': {error}")]
+    Report { label: String, error: ReportError },
     #[error("baseline: {0}")]
     Baseline(ReportError),
-    #[error("cannot write {}: {source}. Check that the folder exists and is writable", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {error}. Check that the folder exists and is writable", path.display())]
+    Write { path: PathBuf, error: std::io::Error },
     #[error("cannot render {file}: {detail}")]
     Render { file: String, detail: String },
     #[error("{}", gate::describe(.0, *.1))]
@@ -90,7 +90,7 @@ pub fn compare(request: &CompareRequest) -> Result<CompareOutcome, CompareError>
     let mut comparison = table::build(&phases, request)?;
     let mut written = Vec::new();
     if let Some(dir) = &request.out_dir {
-        std::fs::create_dir_all(dir).map_err(|source| CompareError::Write { path: dir.clone(), source })?;
+        std::fs::create_dir_all(dir).map_err(|error| CompareError::Write { path: dir.clone(), error })?;
         if request.formats.contains(&Format::Png) {
             comparison.charts = charts::draw_all(&comparison, &phases, dir, &mut written)?;
         }
@@ -98,7 +98,7 @@ pub fn compare(request: &CompareRequest) -> Result<CompareOutcome, CompareError>
             if let Some(exporter) = exporter_for(*format) {
                 let path = dir.join(exporter.file_name());
                 let bytes = exporter.render(&comparison)?;
-                crate::report::write_atomically(&path, &bytes).map_err(|source| CompareError::Write { path: path.clone(), source })?;
+                crate::report::write_atomically(&path, &bytes).map_err(|error| CompareError::Write { path: path.clone(), error })?;
                 written.push(path);
             }
         }
