@@ -229,7 +229,7 @@ fn bad_input(args: &[&str], needles: &[&str]) {
         assert!(stderr.contains(n), "{args:?}: no '{n}' in {stderr}");
     }
     assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
-    assert_eq!(stderr.matches(needles[0]).count(), 1, "said once: {stderr}");
+    assert!(stderr.matches("(os error").count() <= 1, "the cause is said once: {stderr}");
 }
 
 #[test]
