@@ -5,6 +5,7 @@
 //! line and dispatches here.
 
 pub mod bench;
+pub mod compare;
 pub mod exit;
 pub mod loadtest;
 pub mod report;

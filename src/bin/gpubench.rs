@@ -27,6 +27,9 @@ enum Command {
     /// The main job: run the phases (bare metal, sharing, batched, remote targets) and write the comparison report.
     #[command(after_help = gpubench::bench::AFTER_HELP)]
     Bench(gpubench::bench::BenchArgs),
+    /// Compare phases (run reports, metric series): tables, charts, cost, verdict, regression gate.
+    #[command(after_help = gpubench::compare::AFTER_HELP)]
+    Compare(gpubench::compare::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::LoadTest(args) => gpubench::loadtest::run_cli(args, quiet).await.map_err(failed),
             Command::Bench(args) => gpubench::bench::run_cli(args, quiet).await.map_err(failed),
+            Command::Compare(args) => gpubench::compare::run_cli(args, quiet).map_err(failed),
         }
     });
     match result {

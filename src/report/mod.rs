@@ -1,14 +1,17 @@
 //! The data contracts every command shares: the run report written by `load-test`
-//! (and read by `compare`), the environment stamp, and latency summaries.
+//! (and read by `compare`), the metric series, the comparison written by `compare`,
+//! the environment stamp, and latency summaries.
 //!
 //! Everything here is versioned by [`SCHEMA_VERSION`]; the JSON Schema of a run report
 //! file is committed at `schemas/run-report.schema.json` and checked by the tests.
 
+mod comparison;
 mod environment;
 mod latency;
 mod metrics;
 mod run;
 
+pub use comparison::{ChartFile, Comparison, ComparisonRow, CostModel, PhaseSummary, SweepPoint};
 pub use environment::{EnvironmentStamp, GpuInfo};
 pub use latency::{decode_histogram, encode_histogram, LatencySummary};
 pub use metrics::{MetricSample, MetricSummary};

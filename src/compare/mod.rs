@@ -1,0 +1,145 @@
+//! `gpubench compare`: the phase comparison report. Reads run reports (and metric
+//! series), computes one [`Comparison`] (rows, winners, cost model, verdict), draws the
+//! charts and writes `comparison.md`, `.csv` and `.json`; optionally gates against an
+//! earlier comparison.
+//!
+//! Library entry point: [`compare`] with a [`CompareRequest`].
+
+mod charts;
+mod cost;
+mod export;
+mod gate;
+mod inputs;
+mod markdown;
+mod options;
+mod table;
+mod verdict;
+
+use std::path::{Path, PathBuf};
+
+pub use export::{exporter_for, CsvExporter, Exporter, JsonExporter, MarkdownExporter};
+pub use gate::Regression;
+pub use options::*;
+
+use crate::report::{Comparison, ReportError};
+use crate::ExitStatus;
+
+/// Errors of `compare`; each names the file or flag at fault and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{}: {detail}", path.display())]
+    Input { path: PathBuf, detail: String },
+    #[error("phase '{label}': {error}")]
+    Report { label: String, error: ReportError },
+    #[error("baseline: {0}")]
+    Baseline(ReportError),
+    #[error("cannot write {}: {error}. Check that the folder exists and is writable", path.display())]
+    Write { path: PathBuf, error: std::io::Error },
+    #[error("cannot render {file}: {detail}")]
+    Render { file: String, detail: String },
+    #[error("{}", gate::describe(.0, *.1))]
+    Regressed(Vec<Regression>, f64),
+}
+
+impl CompareError {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        CompareError::Usage(message.into())
+    }
+}
+
+impl crate::Failure for CompareError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            CompareError::Usage(_) | CompareError::Input { .. } | CompareError::Report { .. } | CompareError::Baseline(_) => {
+                ExitStatus::Usage
+            }
+            CompareError::Write { .. } | CompareError::Render { .. } => ExitStatus::Failure,
+            CompareError::Regressed(..) => ExitStatus::CheckFailed,
+        }
+    }
+}
+
+/// What [`compare`] produced.
+#[derive(Debug, Clone)]
+pub struct CompareOutcome {
+    pub comparison: Comparison,
+    /// Files written, in the order they were written.
+    pub written: Vec<PathBuf>,
+    /// Metrics that regressed beyond the gate's limit (empty without a gate).
+    pub regressions: Vec<Regression>,
+}
+
+/// Computes the comparison, writes the requested files into `request.out_dir` and checks
+/// the gate. A regression is reported in the outcome, not as an error, so that callers
+/// decide; the command line turns it into exit status 3.
+pub fn compare(request: &CompareRequest) -> Result<CompareOutcome, CompareError> {
+    validate_phases(&request.phases)?;
+    let phases = request.phases.iter().map(inputs::load_phase).collect::<Result<Vec<_>, _>>()?;
+    let baseline = match &request.gate {
+        Some(g) => Some(Comparison::load(&g.baseline).map_err(|e| match e {
+            ReportError::Invalid { path, detail } => CompareError::Input {
+                path,
+                detail: format!("not a comparison.json written by gpubench compare ({detail}); give --baseline the comparison.json of an earlier run"),
+            },
+            other => CompareError::Baseline(other),
+        })?),
+        None => None,
+    };
+    let mut comparison = table::build(&phases, request)?;
+    let mut written = Vec::new();
+    if let Some(dir) = &request.out_dir {
+        std::fs::create_dir_all(dir).map_err(|error| CompareError::Write { path: dir.clone(), error })?;
+        if request.formats.contains(&Format::Png) {
+            comparison.charts = charts::draw_all(&comparison, &phases, dir, &mut written)?;
+        }
+        for format in &request.formats {
+            if let Some(exporter) = exporter_for(*format) {
+                let path = dir.join(exporter.file_name());
+                let bytes = exporter.render(&comparison)?;
+                crate::report::write_atomically(&path, &bytes).map_err(|error| CompareError::Write { path: path.clone(), error })?;
+                written.push(path);
+            }
+        }
+    }
+    let regressions = match (&baseline, &request.gate) {
+        (Some(old), Some(g)) => gate::check(old, &comparison, g.max_regression_pct, &g.baseline)?,
+        _ => Vec::new(),
+    };
+    Ok(CompareOutcome { comparison, written, regressions })
+}
+
+/// The command: resolve flags, compare, print the table (or JSON), gate.
+pub fn run_cli(args: CompareArgs, quiet: bool) -> Result<ExitStatus, CompareError> {
+    let request = args.resolve()?;
+    let outcome = compare(&request)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&outcome.comparison).unwrap_or_default();
+        println!("{text}");
+    } else {
+        println!("{}", markdown::terminal_table(&outcome.comparison));
+        println!();
+        println!("{}", outcome.comparison.verdict);
+        if let Some(md) = outcome.written.iter().find(|p| p.extension().is_some_and(|e| e == "md")) {
+            println!();
+            println!("Report: {}", md.display());
+        } else if !quiet && !outcome.written.is_empty() {
+            println!();
+            println!("Wrote {} file(s) in {}", outcome.written.len(), request.out_dir.as_deref().unwrap_or(Path::new(".")).display());
+        }
+    }
+    if let Some(g) = &request.gate {
+        if !outcome.regressions.is_empty() {
+            return Err(CompareError::Regressed(outcome.regressions, g.max_regression_pct));
+        }
+        if !quiet {
+            eprintln!(
+                "gate: no metric regressed more than {}% against {}",
+                g.max_regression_pct,
+                g.baseline.display()
+            );
+        }
+    }
+    Ok(ExitStatus::Success)
+}
