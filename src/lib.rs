@@ -4,8 +4,11 @@
 //! command reads or writes. The binary in `src/bin/gpubench.rs` parses the command
 //! line and dispatches here.
 
+pub mod check;
+pub mod device;
 pub mod exit;
 pub mod loadtest;
+pub mod metrics;
 pub mod report;
 pub mod util;
 

@@ -24,6 +24,12 @@ enum Command {
     /// Drive concurrent load at an LLM endpoint and measure it (closed or open loop).
     #[command(after_help = gpubench::loadtest::AFTER_HELP)]
     LoadTest(gpubench::loadtest::LoadTestArgs),
+    /// Is this machine (and cluster) ready? GPU, driver, memory, disk, Docker, Kubernetes, sharing: PASS/WARN/FAIL with fixes.
+    #[command(after_help = gpubench::check::AFTER_HELP)]
+    GpuCheck(gpubench::check::GpuCheckArgs),
+    /// Sample GPU (NVML), CPU, Prometheus/DCGM or a recording, for a duration or while a command runs.
+    #[command(after_help = gpubench::metrics::AFTER_HELP)]
+    Metrics(gpubench::metrics::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::LoadTest(args) => gpubench::loadtest::run_cli(args, quiet).await.map_err(failed),
+            Command::GpuCheck(args) => gpubench::check::run_cli(args, quiet).await.map_err(failed),
+            Command::Metrics(args) => gpubench::metrics::run_cli(args, quiet).await.map_err(failed),
         }
     });
     match result {
