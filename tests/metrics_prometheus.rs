@@ -156,10 +156,12 @@ fn dcgm_and_runai_series_come_back_from_a_real_prometheus_in_both_label_spelling
     let rows: Vec<MetricSample> = csv::Reader::from_path(&out).unwrap().deserialize().map(|r| r.unwrap()).collect();
     assert!(!rows.is_empty(), "no rows");
     assert!(rows.iter().all(|r| r.source == "prometheus"));
-    assert!(rows.iter().all(|r| r.pod.as_deref().is_some_and(|p| p.starts_with("llm/llm-"))), "the selector keeps the llm pods only: {rows:#?}");
+    let devices: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.device_id.as_str()).collect();
+    assert_eq!(devices.into_iter().collect::<Vec<_>>(), ["node-1:0", "node-2:0"], "the selector keeps the llm pods' GPUs only");
+    assert!(rows.iter().filter(|r| r.pod.is_some()).all(|r| r.pod.as_deref() == Some("llm/llm-0")), "{rows:#?}");
 
     let node1 = rows.iter().find(|r| r.device_id == "node-1:0" && r.gpu_util_pct.is_some()).expect("node-1 through exported_pod");
-    assert_eq!(node1.pod.as_deref(), Some("llm/llm-0"), "the GPU user's pod, not the exporter's");
+    assert_eq!(node1.pod, None, "a device row is about the whole GPU");
     assert_eq!(node1.device_name, "NVIDIA H100 80GB HBM3");
     assert_eq!(node1.gpu_util_pct, Some(87.0));
     assert_eq!(node1.mem_used_mib, Some(17920.0));
@@ -171,11 +173,10 @@ fn dcgm_and_runai_series_come_back_from_a_real_prometheus_in_both_label_spelling
     assert_eq!(node1.energy_j, Some(0.0), "energy counts from the first point read");
 
     let node2 = rows.iter().find(|r| r.device_id == "node-2:0").expect("node-2 through pod");
-    assert_eq!(node2.pod.as_deref(), Some("llm/llm-1"));
     assert_eq!(node2.gpu_util_pct, Some(12.0));
 
     let runai = rows.iter().find(|r| r.process_sm_util_pct.is_some()).expect("a Run:AI per-pod row");
-    assert_eq!((runai.device_id.as_str(), runai.pod.as_deref()), ("node-1:0", Some("llm/llm-0")));
+    assert_eq!((runai.device_id.as_str(), runai.pod.as_deref()), ("node-1:0", Some("llm/llm-0")), "the GPU user's pod, not the exporter's");
     assert_eq!(runai.process_sm_util_pct, Some(61.0));
     assert_eq!(runai.process_mem_mib, Some(17280.0));
 

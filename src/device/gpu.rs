@@ -86,8 +86,16 @@ pub struct NvmlUnavailable {
     pub fix: String,
 }
 
-/// Opens NVML (`libnvidia-ml.so.1`, or the file named by `GPUBENCH_NVML_LIB`).
+/// The library handle, opened once per program: GPM samples borrow it for as long as
+/// they live, and every caller (stamp, checks, sampler) shares it.
+static NVML: std::sync::OnceLock<&'static Nvml> = std::sync::OnceLock::new();
+
+/// Opens NVML (`libnvidia-ml.so.1`, or the file named by `GPUBENCH_NVML_LIB`). A failure
+/// is not remembered: a later call tries again (the driver may have been loaded since).
 pub fn open_nvml() -> Result<NvmlGpus, NvmlUnavailable> {
+    if let Some(nvml) = NVML.get() {
+        return Ok(NvmlGpus { nvml, state: Vec::new() });
+    }
     let lib = std::env::var_os(NVML_LIB_ENV);
     let result = match &lib {
         Some(path) => Nvml::builder().lib_path(path).init(),
@@ -95,8 +103,10 @@ pub fn open_nvml() -> Result<NvmlGpus, NvmlUnavailable> {
     };
     let lib_name = lib.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "libnvidia-ml.so.1".into());
     match result {
-        // One library handle for the life of the program: GPM samples borrow it.
-        Ok(nvml) => Ok(NvmlGpus { nvml: Box::leak(Box::new(nvml)), state: Vec::new() }),
+        Ok(nvml) => {
+            let nvml = *NVML.get_or_init(|| Box::leak(Box::new(nvml)));
+            Ok(NvmlGpus { nvml, state: Vec::new() })
+        }
         Err(e) => Err(explain_nvml_error(&lib_name, e)),
     }
 }

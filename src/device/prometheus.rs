@@ -287,6 +287,9 @@ impl PrometheusSampler {
                 None => p,
             });
             let per_pod = matches!(column, Column::PodUtil | Column::PodMem);
+            // A device row is about the whole GPU (the contract leaves `pod` empty there);
+            // the selector has already picked the GPUs of the pods asked for.
+            let pod = if per_pod { pod } else { None };
             let points = s.values.into_iter().chain(s.value);
             for (ts, text) in points {
                 let Ok(raw) = text.parse::<f64>() else { continue };
@@ -490,7 +493,7 @@ mod tests {
         let first = &rows[0];
         assert_eq!(first.device_id, "node-1:0");
         assert_eq!(first.device_name, "NVIDIA H100 80GB HBM3");
-        assert_eq!(first.pod.as_deref(), Some("llm/llm-0"));
+        assert_eq!(first.pod, None, "device rows are about the whole GPU");
         assert_eq!(first.gpu_util_pct, Some(42.0));
         assert_eq!(first.mem_total_mib, Some(81559.0));
         assert_eq!(first.tensor_activity_pct, Some(25.0));
