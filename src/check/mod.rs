@@ -21,10 +21,9 @@ use crate::ExitStatus;
 pub use render::render_table;
 
 pub const AFTER_HELP: &str = "\
-Phases: bare-metal adds Docker and the NVIDIA container toolkit; kubernetes adds kubectl, the cluster's GPU nodes,
-the GPU Operator and time-slicing; sharing adds the KAI or Run:AI scheduler, its queues and a GPU sharing mechanism;
-all runs everything (a missing docker or kubectl is then a warning, not a failure).
-Exit status 3 when any check FAILs.";
+Phases: bare-metal adds Docker and the NVIDIA Container Toolkit. kubernetes adds kubectl, the cluster's GPU nodes, the GPU Operator and time-slicing. sharing adds those and the KAI or Run:AI scheduler, its queues and a GPU sharing mechanism. all runs everything (a missing docker or kubectl then only warns).
+
+Exit status 3 when any check FAILs. NVML is loaded from libnvidia-ml.so.1, or from the file named by GPUBENCH_NVML_LIB.";
 
 #[derive(Args, Debug, Clone)]
 pub struct GpuCheckArgs {
@@ -56,14 +55,14 @@ pub enum Phase {
 
 impl Phase {
     fn includes(self, group: Group) -> bool {
-        match (self, group) {
-            (_, Group::Gpu | Group::Host) => true,
-            (Phase::All, _) => true,
-            (Phase::BareMetal, Group::BareMetal) => true,
-            (Phase::Kubernetes, Group::Kubernetes) => true,
-            (Phase::Sharing, Group::Kubernetes | Group::Sharing) => true,
-            _ => false,
-        }
+        matches!(
+            (self, group),
+            (_, Group::Gpu | Group::Host)
+                | (Phase::All, _)
+                | (Phase::BareMetal, Group::BareMetal)
+                | (Phase::Kubernetes, Group::Kubernetes)
+                | (Phase::Sharing, Group::Kubernetes | Group::Sharing)
+        )
     }
 
     /// The GPUs of the kubernetes and sharing phases are in the cluster, not here.

@@ -20,15 +20,12 @@ pub use output::{csv_header, summary_path};
 
 pub const AFTER_HELP: &str = "\
 Examples:
-  gpubench metrics --duration 5m --out reports/p1-gpu.csv
-  gpubench metrics --interval 100ms --out gpu.csv -- gpubench load-test --url http://localhost:8000/generate --requests 50
-  gpubench metrics --source prometheus --prometheus-url http://localhost:9090 --selector 'namespace=\"llm\",pod=~\"llm-.*\"' --duration 10m --out k8s.csv
-  gpubench metrics --source replay:reports/p1-gpu.csv --interval 10ms --json
+  gpubench metrics --duration 5m --out p1-gpu.csv
+  gpubench metrics --interval 100ms --out gpu.csv -- gpubench load-test ...
+  gpubench metrics --prometheus-url http://localhost:9090 --selector 'pod=~\"llm-.*\"'
+  gpubench metrics --source replay:p1-gpu.csv --interval 10ms --json
 
-Output: CSV rows (one per sample per device, plus one per process or pod) to --out, flushed after every
-sample, or to stdout when there is no --out, --json or command; the summary (mean, p50, p95 utilization,
-idle fraction under 5%, peak memory, energy) as JSON beside --out (FILE.summary.json) and on stdout with
---json. With `-- COMMAND`, the command's output passes through and gpubench exits with its exit status.";
+Output: the CSV (one row per sample per device, plus one per process or pod) goes to --out, flushed after every sample, or to stdout when there is no --out, --json or command. The summary (utilization mean, p50, p95, idle fraction under 5%, peak memory, energy) goes beside --out as FILE.summary.json, and to stdout with --json. With `-- COMMAND`, the command's output passes through and gpubench exits with its exit status.";
 
 #[derive(Args, Debug, Clone)]
 pub struct MetricsArgs {
@@ -249,7 +246,7 @@ fn run_blocking(
         },
         None => 0,
     };
-    let interval = (sampler.source() != "replay").then(|| args.interval.as_secs_f64());
+    let interval = (sampler.source() != "replay").then_some(args.interval.as_secs_f64());
     out.finish(&sampler.note(), interval, &outcome)?;
     if outcome.samples == 0 && args.command.is_empty() {
         return Err(MetricsError::NoSamples(outcome.last_gap.unwrap_or_else(|| "the source returned nothing".into())));
