@@ -242,6 +242,17 @@ fn a_recorded_h100_and_nvidia_smi_pass_the_gpu_checks() {
     }
     assert!(check(&r, "GPU 0")["detail"].as_str().unwrap().starts_with("NVIDIA H100 80GB HBM3, GPU-5b1a4f7e"));
 
+    let table = tools
+        .command(home.path())
+        .args(["--phase", "bare-metal", "--min-vram-gib", "40", "--gpu-recording"])
+        .arg(&recording)
+        .env("HF_TOKEN", "hf_x")
+        .output()
+        .unwrap();
+    assert_eq!(table.status.code(), Some(0), "all PASS or WARN");
+    let table = String::from_utf8(table.stdout).unwrap();
+    insta::assert_snapshot!("gpu_check_recorded_h100_bare_metal", stable(&table));
+
     let short = tools.command(home.path()).args(["--phase", "bare-metal", "--json", "--min-vram-gib", "100", "--gpu-recording"]).arg(&recording).output().unwrap();
     assert_eq!(short.status.code(), Some(3));
     assert_eq!(check(&json_of(&short), "free GPU memory")["status"], "FAIL");

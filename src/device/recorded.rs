@@ -36,7 +36,8 @@ impl RecordedGpus {
     /// Reads a recording file; the error says which file and what is wrong with it.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read GPU recording {}: {e}", path.display()))?;
-        Self::parse(&text, format!("recording {}", path.display()))
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+        Self::parse(&text, format!("recording {name}"))
             .map_err(|e| format!("{} is not a GPU recording: {e}", path.display()))
     }
 
