@@ -215,3 +215,26 @@ fn ctrl_c_ends_the_run_with_its_summary() {
     assert!(s[0].samples >= 3);
     assert_eq!(s[0].samples as usize, read_rows(&out).len());
 }
+
+#[test]
+fn sigterm_reaches_the_command_and_the_summary_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("terminated.csv");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("gpubench"))
+        .env("GPUBENCH_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+        .args(["metrics", "--source", "cpu", "--interval", "50ms", "--out"])
+        .arg(&out)
+        .args(["--", "sh", "-c", "trap 'exit 42' TERM; sleep 8 & wait"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_rows(&out, 6); // 3 ticks: a host row and a command row each
+    let started = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut child = child;
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(42), "the command's own exit status");
+    assert!(started.elapsed() < Duration::from_secs(6), "the command ended on SIGTERM, not after its 8 s sleep");
+    assert!(read_summary(&out)[0].samples >= 3);
+}

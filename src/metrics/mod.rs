@@ -7,6 +7,8 @@ pub mod summary;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -119,13 +121,33 @@ impl crate::Failure for MetricsError {
 /// Runs the command line. With a command, exits with the command's exit status.
 pub async fn run_cli(args: MetricsArgs, quiet: bool) -> Result<ExitStatus, MetricsError> {
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let ctrl_c = stop_tx.clone();
+    let signalled = stop_tx.clone();
+    // The command's pid once it runs, so that a SIGTERM reaches it too.
+    let child_pid = Arc::new(AtomicU32::new(0));
+    let pid_for_signals = child_pid.clone();
     let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = ctrl_c.send(());
+        // Ctrl-C reaches the command through the terminal's process group; SIGTERM (a CI
+        // timeout, a pod being stopped) is passed on. Either way the summary is written.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {
+                let pid = pid_for_signals.load(Ordering::SeqCst);
+                if pid != 0 {
+                    // SAFETY: kill(2) on a pid we started; it has no memory effects here.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                }
+            }
         }
+        let _ = signalled.send(());
     });
-    let result = tokio::task::spawn_blocking(move || run_blocking(args, quiet, stop_tx, stop_rx))
+    let result = tokio::task::spawn_blocking(move || run_blocking(args, quiet, stop_tx, stop_rx, child_pid))
         .await
         .map_err(|e| MetricsError::Internal(e.to_string()))?;
     watcher.abort();
@@ -192,6 +214,7 @@ fn run_blocking(
     quiet: bool,
     stop_tx: std::sync::mpsc::Sender<()>,
     stop_rx: std::sync::mpsc::Receiver<()>,
+    child_pid: Arc<AtomicU32>,
 ) -> Result<i32, MetricsError> {
     if args.duration.is_some() && !args.command.is_empty() {
         return Err(MetricsError::Usage("give either --duration or a command after --, not both".into()));
@@ -212,6 +235,7 @@ fn run_blocking(
             .spawn()
             .map_err(|source| MetricsError::Spawn { command: program.clone(), source })?;
         let pid = child.id();
+        child_pid.store(pid, Ordering::SeqCst);
         if args.pid.is_none() && sampler.source() == "cpu" {
             // Follow the command's process too.
             sampler = Box::new({
