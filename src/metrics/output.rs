@@ -75,7 +75,8 @@ impl Outputs {
             }
             None => None,
         };
-        let live = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        // A command's own output (and progress bar) shares the terminal: no live line then.
+        let live = (!quiet && args.command.is_empty() && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
             bar.set_message(format!("{source}: waiting for the first sample"));
