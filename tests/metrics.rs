@@ -41,12 +41,13 @@ fn the_cpu_source_writes_a_csv_and_its_summary() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.lines().next().unwrap(), COLUMNS);
     let rows = read_rows(&out);
-    assert_eq!(rows.len(), 10, "one row per 50 ms tick over 500 ms");
+    // One row per 50 ms tick over 500 ms; a loaded machine may skip a late tick, never add one.
+    assert!((6..=10).contains(&rows.len()), "{} rows", rows.len());
     assert!(rows.iter().all(|r| r.source == "cpu" && r.device_id == "cpu"));
     assert!(rows.windows(2).all(|w| w[1].timestamp > w[0].timestamp));
     let s = read_summary(&out);
     assert_eq!(s.len(), 1);
-    assert_eq!(s[0].samples, 10);
+    assert_eq!(s[0].samples as usize, rows.len());
     assert_eq!(s[0].interval_s, 0.05);
     assert!(s[0].util_mean_pct.is_some() && s[0].mem_peak_mib.unwrap() > 0.0);
     assert!(s[0].note.contains("CPU busy %"), "{}", s[0].note);
@@ -73,7 +74,8 @@ fn auto_falls_back_to_the_cpu_and_says_so() {
     // Without --out or --json, the CSV goes to stdout.
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(stdout.lines().next().unwrap(), COLUMNS);
-    assert_eq!(stdout.lines().count(), 6);
+    let lines = stdout.lines().count();
+    assert!((3..=6).contains(&lines), "a header and up to 5 rows: {lines}");
 }
 
 #[test]
