@@ -130,7 +130,7 @@ fn a_command_is_sampled_its_output_passes_and_its_exit_status_is_kept() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("hello from the command"));
     let rows = read_rows(&out);
     let host = rows.iter().filter(|r| r.pid.is_none()).count();
-    assert!((5..=10).contains(&host), "about 8 ticks in 0.4 s, got {host}");
+    assert!((3..=10).contains(&host), "about 8 ticks in 0.4 s, got {host}");
     assert!(rows.iter().any(|r| r.pid.is_some()), "the command's process is followed");
     assert_eq!(read_summary(&out)[0].samples as usize, host);
 }
