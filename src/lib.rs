@@ -6,8 +6,11 @@
 
 pub mod bench;
 pub mod compare;
+pub mod check;
+pub mod device;
 pub mod exit;
 pub mod loadtest;
+pub mod metrics;
 pub mod report;
 pub mod util;
 

@@ -30,6 +30,12 @@ enum Command {
     /// Compare phases (run reports, metric series): tables, charts, cost, verdict, regression gate.
     #[command(after_help = gpubench::compare::AFTER_HELP)]
     Compare(gpubench::compare::CompareArgs),
+    /// Is this machine (and cluster) ready? GPU, driver, memory, disk, Docker, Kubernetes, sharing: PASS/WARN/FAIL with fixes.
+    #[command(after_help = gpubench::check::AFTER_HELP)]
+    GpuCheck(gpubench::check::GpuCheckArgs),
+    /// Sample GPU (NVML), CPU, Prometheus/DCGM or a recording, for a duration or while a command runs.
+    #[command(after_help = gpubench::metrics::AFTER_HELP)]
+    Metrics(gpubench::metrics::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
             Command::LoadTest(args) => gpubench::loadtest::run_cli(args, quiet).await.map_err(failed),
             Command::Bench(args) => gpubench::bench::run_cli(args, quiet).await.map_err(failed),
             Command::Compare(args) => gpubench::compare::run_cli(args, quiet).map_err(failed),
+            Command::GpuCheck(args) => gpubench::check::run_cli(args, quiet).await.map_err(failed),
+            Command::Metrics(args) => gpubench::metrics::run_cli(args, quiet).await.map_err(failed),
         }
     });
     match result {

@@ -29,7 +29,7 @@ pub struct GpuInfo {
 }
 
 impl EnvironmentStamp {
-    /// Reads this machine's description. Cheap enough to call once per run.
+    /// Reads this machine's description (GPUs through NVML where it loads). Cheap enough to call once per run.
     pub fn collect() -> Self {
         let mut sys = sysinfo::System::new();
         sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
@@ -48,7 +48,7 @@ impl EnvironmentStamp {
             cpu_model,
             cpu_cores: sys.cpus().len() as u32,
             memory_total_bytes: sys.total_memory(),
-            gpus: Vec::new(),
+            gpus: crate::device::gpu_inventory(),
             server: None,
         }
     }

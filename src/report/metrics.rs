@@ -35,6 +35,8 @@ pub struct MetricSample {
     pub pod: Option<String>,
     pub process_mem_mib: Option<f64>,
     pub process_sm_util_pct: Option<f64>,
+    /// Active clock throttle reasons (NVML), `|`-separated: `sw_power_cap|hw_slowdown`.
+    pub throttle_reasons: Option<String>,
 }
 
 /// Summary of a series for one device, written as JSON beside the CSV.
