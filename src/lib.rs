@@ -5,6 +5,7 @@
 //! line and dispatches here.
 
 pub mod exit;
+pub mod hub;
 pub mod loadtest;
 pub mod report;
 pub mod util;

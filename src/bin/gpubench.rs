@@ -24,6 +24,9 @@ enum Command {
     /// Drive concurrent load at an LLM endpoint and measure it (closed or open loop).
     #[command(after_help = gpubench::loadtest::AFTER_HELP)]
     LoadTest(gpubench::loadtest::LoadTestArgs),
+    /// Download a model (or some files) from the Hugging Face Hub into the shared cache or a folder.
+    #[command(after_help = gpubench::hub::AFTER_HELP)]
+    Download(gpubench::hub::DownloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::LoadTest(args) => gpubench::loadtest::run_cli(args, quiet).await.map_err(failed),
+            Command::Download(args) => gpubench::hub::run_cli(args, quiet).await.map_err(failed),
         }
     });
     match result {

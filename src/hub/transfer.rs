@@ -1,0 +1,419 @@
+//! Moving one file's bytes: resume from `*.incomplete` with `Range`, retry with backoff, write and
+//! hash on other threads while the next bytes arrive, verify, and rename into place only when complete.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
+use reqwest::{Method, StatusCode};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use url::Url;
+
+use super::api::{backoff, HubClient};
+use super::error::HubError;
+use super::progress::Progress;
+
+/// Failed attempts in a row (without new bytes) before giving up on a file.
+const ATTEMPTS_WITHOUT_PROGRESS: u32 = 5;
+/// Attempts in all, even when each brings some bytes.
+const MAX_ATTEMPTS: u32 = 50;
+/// Chunks queued between the network and the disk.
+const QUEUE: usize = 64;
+
+/// One file to fetch.
+pub struct Job<'a> {
+    /// The file's path in the repository (for messages).
+    pub name: &'a str,
+    /// Where to GET it.
+    pub url: Url,
+    /// The announced size, when known.
+    pub size: Option<u64>,
+    /// The etag: sha256 (LFS) or git blob sha1, both checked.
+    pub etag: &'a str,
+    /// Partial data lives here (and is resumed from).
+    pub incomplete: PathBuf,
+    /// Where the complete file goes.
+    pub dest: PathBuf,
+}
+
+/// What a finished transfer did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// Bytes received over the network.
+    pub fetched: u64,
+    /// Bytes that were already in `*.incomplete` and kept.
+    pub resumed: u64,
+    /// The final size.
+    pub size: u64,
+}
+
+enum Msg {
+    Data(Bytes),
+    Restart,
+}
+
+/// Downloads `job`, then renames it to `job.dest`. The partial file is deleted if the content is wrong.
+pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: &ProgressBar) -> Result<Outcome, HubError> {
+    if let Some(parent) = job.incomplete.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
+    }
+    let mut existing = std::fs::metadata(&job.incomplete).map(|m| m.len()).unwrap_or(0);
+    if job.size.is_some_and(|size| existing > size) {
+        existing = 0;
+        File::create(&job.incomplete).map_err(|e| HubError::io(&job.incomplete, e))?;
+    }
+    if existing > 0 {
+        tracing::info!("resuming {} from byte {existing}", job.name);
+    }
+    bar.set_position(existing);
+    progress.add(existing as i64);
+
+    let check = Check::for_etag(job.etag, job.size);
+    let (write_tx, write_rx) = mpsc::channel::<Msg>(QUEUE);
+    let (hash_tx, hash_rx) = mpsc::channel::<Msg>(QUEUE);
+    let writer = tokio::task::spawn_blocking({
+        let path = job.incomplete.clone();
+        move || write_loop(&path, write_rx)
+    });
+    let hasher = tokio::task::spawn_blocking({
+        let path = job.incomplete.clone();
+        move || hash_loop(&path, existing, check, hash_rx)
+    });
+
+    let sink = Sink { write: write_tx, hash: hash_tx };
+    let network = receive(client, job, existing, &sink, progress, bar).await;
+    drop(sink);
+    let written = writer.await.map_err(|e| HubError::io(&job.incomplete, std::io::Error::other(e)));
+    let hashed = hasher.await.map_err(|e| HubError::io(&job.incomplete, std::io::Error::other(e)));
+    let (fetched, expected) = network?;
+    let length = written?.map_err(|e| HubError::io(&job.incomplete, e))?;
+    let (hashed_len, digest) = hashed?.map_err(|e| HubError::io(&job.incomplete, e))?;
+    debug_assert_eq!(length, hashed_len);
+
+    if let Some(expected) = expected.filter(|&e| e != length) {
+        let _ = std::fs::remove_file(&job.incomplete);
+        return Err(HubError::SizeMismatch { path: job.name.to_string(), expected, actual: length });
+    }
+    if let Some((algo, actual)) = digest {
+        if !actual.eq_ignore_ascii_case(job.etag) {
+            let _ = std::fs::remove_file(&job.incomplete);
+            return Err(HubError::Integrity {
+                path: job.name.to_string(),
+                algo,
+                expected: job.etag.to_string(),
+                actual,
+                size: length,
+            });
+        }
+    }
+    if let Some(parent) = job.dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
+    }
+    std::fs::rename(&job.incomplete, &job.dest).map_err(|e| HubError::io(&job.dest, e))?;
+    Ok(Outcome { fetched, resumed: existing.min(length), size: length })
+}
+
+struct Sink {
+    write: mpsc::Sender<Msg>,
+    hash: mpsc::Sender<Msg>,
+}
+
+impl Sink {
+    /// False when a disk thread has stopped (its error is reported when it is joined).
+    async fn send(&self, data: Bytes) -> bool {
+        self.write.send(Msg::Data(data.clone())).await.is_ok() && self.hash.send(Msg::Data(data)).await.is_ok()
+    }
+    async fn restart(&self) -> bool {
+        self.write.send(Msg::Restart).await.is_ok() && self.hash.send(Msg::Restart).await.is_ok()
+    }
+}
+
+/// The network side: GET (with `Range` when resuming), stream chunks to the disk threads, retry.
+/// Returns bytes received and the size the server announced.
+async fn receive(
+    client: &HubClient,
+    job: &Job<'_>,
+    existing: u64,
+    sink: &Sink,
+    progress: &Progress,
+    bar: &ProgressBar,
+) -> Result<(u64, Option<u64>), HubError> {
+    let mut offset = existing;
+    let mut expected = job.size;
+    let mut fetched = 0u64;
+    let mut failures = 0u32;
+    let mut attempts = 0u32;
+    loop {
+        if expected == Some(offset) {
+            return Ok((fetched, expected));
+        }
+        attempts += 1;
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes={offset}-")) {
+                headers.insert(RANGE, v);
+            }
+        }
+        let before = offset;
+        let result = attempt(client, job, headers, &mut offset, &mut expected, &mut fetched, sink, progress, bar).await;
+        match result {
+            Ok(true) => return Ok((fetched, expected)),
+            Ok(false) => return Err(HubError::io(&job.incomplete, std::io::Error::other("the disk writer stopped"))),
+            Err(e) if e.is_transient() && attempts < MAX_ATTEMPTS => {
+                failures = if offset > before { 1 } else { failures + 1 };
+                if failures >= ATTEMPTS_WITHOUT_PROGRESS {
+                    return Err(e);
+                }
+                bar.set_message("retrying");
+                tracing::info!("{}: {e}; retrying from byte {offset}", job.name);
+                tokio::time::sleep(if offset > before { backoff(1) / 5 } else { backoff(failures) }).await;
+                bar.set_message("");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One GET. `Ok(true)`: the body ended where it should. `Ok(false)`: the disk side stopped.
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    client: &HubClient,
+    job: &Job<'_>,
+    headers: HeaderMap,
+    offset: &mut u64,
+    expected: &mut Option<u64>,
+    fetched: &mut u64,
+    sink: &Sink,
+    progress: &Progress,
+    bar: &ProgressBar,
+) -> Result<bool, HubError> {
+    let response = client.send(Method::GET, job.url.clone(), headers, false).await?;
+    let status = response.status();
+    if status == StatusCode::RANGE_NOT_SATISFIABLE && *offset > 0 {
+        // Our partial file is as long as (or longer than) the file: start over, the hash decides.
+        restart(offset, sink, progress, bar).await;
+        return Err(HubError::Network { url: job.url.to_string(), reason: "range not satisfiable; restarting".into() });
+    }
+    let response = client.check(response, "", Some(job.name))?;
+    let range_start = content_range(response.headers()).map(|(start, total)| {
+        if expected.is_none() {
+            *expected = total;
+        }
+        start
+    });
+    if status == StatusCode::PARTIAL_CONTENT && range_start != Some(*offset) {
+        return Err(HubError::Protocol { url: job.url.to_string(), what: "a 206 answer for another range".into() });
+    }
+    if status != StatusCode::PARTIAL_CONTENT {
+        if *offset > 0 {
+            tracing::info!("{}: the server ignored Range; starting over", job.name);
+            if !restart(offset, sink, progress, bar).await {
+                return Ok(false);
+            }
+        }
+        if expected.is_none() {
+            *expected = response.content_length();
+        }
+    }
+    if let Some(size) = *expected {
+        bar.set_length(size);
+    }
+    let url = response.url().clone();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| super::api::network_error(&url, &e))?;
+        let n = chunk.len() as u64;
+        if n == 0 {
+            continue;
+        }
+        if !sink.send(chunk).await {
+            return Ok(false);
+        }
+        *offset += n;
+        *fetched += n;
+        bar.inc(n);
+        progress.add(n as i64);
+    }
+    match *expected {
+        Some(size) if *offset < size => Err(HubError::Network {
+            url: url.to_string(),
+            reason: format!("the connection closed after {offset} of {size} bytes"),
+        }),
+        _ => Ok(true),
+    }
+}
+
+async fn restart(offset: &mut u64, sink: &Sink, progress: &Progress, bar: &ProgressBar) -> bool {
+    progress.add(-(*offset as i64));
+    bar.set_position(0);
+    *offset = 0;
+    sink.restart().await
+}
+
+/// `Content-Range: bytes a-b/total` -> (a, total).
+fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let text = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    let rest = text.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let start = range.split_once('-')?.0.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
+}
+
+fn write_loop(path: &Path, mut rx: mpsc::Receiver<Msg>) -> std::io::Result<u64> {
+    let file = OpenOptions::new().create(true).append(false).write(true).truncate(false).open(path)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut length = out.seek(SeekFrom::End(0))?;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(bytes) => {
+                out.write_all(&bytes)?;
+                length += bytes.len() as u64;
+            }
+            Msg::Restart => {
+                out.flush()?;
+                out.get_ref().set_len(0)?;
+                out.seek(SeekFrom::Start(0))?;
+                length = 0;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(length)
+}
+
+/// Which digest the etag is, and the running state.
+enum Check {
+    Sha256(Sha256),
+    /// Git blob id: sha1 of `blob {size}\0` + content (needs the size up front).
+    GitSha1(Sha1, u64),
+    None,
+}
+
+impl Check {
+    fn for_etag(etag: &str, size: Option<u64>) -> Check {
+        let hex = etag.bytes().all(|b| b.is_ascii_hexdigit());
+        match (etag.len(), size) {
+            (64, _) if hex => Check::Sha256(Sha256::new()),
+            (40, Some(size)) if hex => Check::GitSha1(git_blob_header(size), size),
+            _ => Check::None,
+        }
+    }
+    fn reset(&mut self) {
+        match self {
+            Check::Sha256(h) => *h = Sha256::new(),
+            Check::GitSha1(h, size) => *h = git_blob_header(*size),
+            Check::None => {}
+        }
+    }
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Check::Sha256(h) => h.update(data),
+            Check::GitSha1(h, _) => h.update(data),
+            Check::None => {}
+        }
+    }
+    fn finish(self) -> Option<(&'static str, String)> {
+        match self {
+            Check::Sha256(h) => Some(("sha256", hex(&h.finalize()))),
+            Check::GitSha1(h, _) => Some(("git sha1", hex(&h.finalize()))),
+            Check::None => None,
+        }
+    }
+}
+
+fn git_blob_header(size: u64) -> Sha1 {
+    let mut h = Sha1::new();
+    h.update(format!("blob {size}\0").as_bytes());
+    h
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hashes the kept prefix of the partial file, then every chunk as it arrives.
+fn hash_loop(path: &Path, existing: u64, mut check: Check, mut rx: mpsc::Receiver<Msg>) -> std::io::Result<(u64, Option<(&'static str, String)>)> {
+    let mut length = 0u64;
+    if existing > 0 {
+        let mut file = File::open(path)?.take(existing);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            check.update(&buf[..n]);
+            length += n as u64;
+        }
+    }
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(bytes) => {
+                check.update(&bytes);
+                length += bytes.len() as u64;
+            }
+            Msg::Restart => {
+                check.reset();
+                length = 0;
+            }
+        }
+    }
+    Ok((length, check.finish()))
+}
+
+/// sha256 of a whole file (to adopt a file already in a `--local-dir` without a sidecar).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_blob_ids_match_git() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        let mut c = Check::for_etag("ce013625030ba8dba906f756967f9e9ca394464a", Some(6));
+        c.update(b"hello\n");
+        assert_eq!(c.finish().unwrap().1, "ce013625030ba8dba906f756967f9e9ca394464a");
+    }
+
+    #[test]
+    fn sha256_restarts_cleanly() {
+        let mut c = Check::for_etag(&"0".repeat(64), None);
+        c.update(b"garbage");
+        c.reset();
+        c.update(b"abc");
+        assert_eq!(c.finish().unwrap().1, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn content_range_is_parsed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 100-199/1000"));
+        assert_eq!(content_range(&h), Some((100, Some(1000))));
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 5-9/*"));
+        assert_eq!(content_range(&h), Some((5, None)));
+    }
+
+    #[test]
+    fn unknown_etags_check_size_only() {
+        assert!(matches!(Check::for_etag("abc", Some(3)), Check::None));
+        assert!(matches!(Check::for_etag(&"a".repeat(40), None), Check::None));
+    }
+}
