@@ -2,7 +2,7 @@
 //! hash on other threads while the next bytes arrive, verify, and rename into place only when complete.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -23,8 +23,10 @@ use super::progress::Progress;
 const ATTEMPTS_WITHOUT_PROGRESS: u32 = 5;
 /// Attempts in all, even when each brings some bytes.
 const MAX_ATTEMPTS: u32 = 50;
-/// Chunks queued between the network and the disk.
-const QUEUE: usize = 64;
+/// Batches queued between the network and the disk.
+const QUEUE: usize = 16;
+/// Bytes gathered from the network before the disk threads are woken (fewer wake-ups per GiB).
+const BATCH: usize = 1 << 20;
 
 /// One file to fetch.
 pub struct Job<'a> {
@@ -54,7 +56,7 @@ pub struct Outcome {
 }
 
 enum Msg {
-    Data(Bytes),
+    Data(std::sync::Arc<Vec<Bytes>>),
     Restart,
 }
 
@@ -86,8 +88,8 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
         move || hash_loop(&path, existing, check, hash_rx)
     });
 
-    let sink = Sink { write: write_tx, hash: hash_tx };
-    let network = receive(client, job, existing, &sink, progress, bar).await;
+    let mut sink = Sink { write: write_tx, hash: hash_tx, pending: Vec::new(), pending_len: 0 };
+    let network = receive(client, job, existing, &mut sink, progress, bar).await;
     drop(sink);
     let written = writer.await.map_err(|e| HubError::io(&job.incomplete, std::io::Error::other(e)));
     let hashed = hasher.await.map_err(|e| HubError::io(&job.incomplete, std::io::Error::other(e)));
@@ -119,17 +121,33 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
     Ok(Outcome { fetched, resumed: existing.min(length), size: length })
 }
 
+/// Hands received bytes to the writer and the hasher, in batches.
 struct Sink {
     write: mpsc::Sender<Msg>,
     hash: mpsc::Sender<Msg>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
 }
 
 impl Sink {
     /// False when a disk thread has stopped (its error is reported when it is joined).
-    async fn send(&self, data: Bytes) -> bool {
-        self.write.send(Msg::Data(data.clone())).await.is_ok() && self.hash.send(Msg::Data(data)).await.is_ok()
+    async fn push(&mut self, data: Bytes) -> bool {
+        self.pending_len += data.len();
+        self.pending.push(data);
+        self.pending_len < BATCH || self.flush().await
     }
-    async fn restart(&self) -> bool {
+    /// Sends what is gathered; every byte counted as received is handed over.
+    async fn flush(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let batch = std::sync::Arc::new(std::mem::take(&mut self.pending));
+        self.pending_len = 0;
+        self.write.send(Msg::Data(batch.clone())).await.is_ok() && self.hash.send(Msg::Data(batch)).await.is_ok()
+    }
+    async fn restart(&mut self) -> bool {
+        self.pending.clear();
+        self.pending_len = 0;
         self.write.send(Msg::Restart).await.is_ok() && self.hash.send(Msg::Restart).await.is_ok()
     }
 }
@@ -140,7 +158,7 @@ async fn receive(
     client: &HubClient,
     job: &Job<'_>,
     existing: u64,
-    sink: &Sink,
+    sink: &mut Sink,
     progress: &Progress,
     bar: &ProgressBar,
 ) -> Result<(u64, Option<u64>), HubError> {
@@ -162,6 +180,9 @@ async fn receive(
         }
         let before = offset;
         let result = attempt(client, job, headers, &mut offset, &mut expected, &mut fetched, sink, progress, bar).await;
+        if !sink.flush().await {
+            return Err(HubError::io(&job.incomplete, std::io::Error::other("the disk writer stopped")));
+        }
         match result {
             Ok(true) => return Ok((fetched, expected)),
             Ok(false) => return Err(HubError::io(&job.incomplete, std::io::Error::other("the disk writer stopped"))),
@@ -189,7 +210,7 @@ async fn attempt(
     offset: &mut u64,
     expected: &mut Option<u64>,
     fetched: &mut u64,
-    sink: &Sink,
+    sink: &mut Sink,
     progress: &Progress,
     bar: &ProgressBar,
 ) -> Result<bool, HubError> {
@@ -232,7 +253,7 @@ async fn attempt(
         if n == 0 {
             continue;
         }
-        if !sink.send(chunk).await {
+        if !sink.push(chunk).await {
             return Ok(false);
         }
         *offset += n;
@@ -249,7 +270,7 @@ async fn attempt(
     }
 }
 
-async fn restart(offset: &mut u64, sink: &Sink, progress: &Progress, bar: &ProgressBar) -> bool {
+async fn restart(offset: &mut u64, sink: &mut Sink, progress: &Progress, bar: &ProgressBar) -> bool {
     progress.add(-(*offset as i64));
     bar.set_position(0);
     *offset = 0;
@@ -266,18 +287,16 @@ fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
 }
 
 fn write_loop(path: &Path, mut rx: mpsc::Receiver<Msg>) -> std::io::Result<u64> {
-    let file = OpenOptions::new().create(true).append(false).write(true).truncate(false).open(path)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
     let mut length = out.seek(SeekFrom::End(0))?;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            Msg::Data(bytes) => {
-                out.write_all(&bytes)?;
-                length += bytes.len() as u64;
+            Msg::Data(batch) => {
+                write_all_vectored(&mut out, &batch)?;
+                length += batch.iter().map(|b| b.len() as u64).sum::<u64>();
             }
             Msg::Restart => {
-                out.flush()?;
-                out.get_ref().set_len(0)?;
+                out.set_len(0)?;
                 out.seek(SeekFrom::Start(0))?;
                 length = 0;
             }
@@ -285,6 +304,20 @@ fn write_loop(path: &Path, mut rx: mpsc::Receiver<Msg>) -> std::io::Result<u64> 
     }
     out.flush()?;
     Ok(length)
+}
+
+/// Writes a batch of buffers with as few system calls as the kernel allows.
+fn write_all_vectored(out: &mut File, batch: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().filter(|b| !b.is_empty()).map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = out.write_vectored(rest)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the disk accepted no bytes"));
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
 
 /// Which digest the etag is, and the running state.
@@ -354,9 +387,11 @@ fn hash_loop(path: &Path, existing: u64, mut check: Check, mut rx: mpsc::Receive
     }
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            Msg::Data(bytes) => {
-                check.update(&bytes);
-                length += bytes.len() as u64;
+            Msg::Data(batch) => {
+                for bytes in batch.iter() {
+                    check.update(bytes);
+                    length += bytes.len() as u64;
+                }
             }
             Msg::Restart => {
                 check.reset();
