@@ -1,5 +1,5 @@
 //! Moving one file's bytes: resume from `*.incomplete` with `Range`, retry with backoff, write and
-//! hash on other threads while the next bytes arrive, verify, and rename into place only when complete.
+//! hash in large batches, verify, and rename into place only when complete.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
@@ -12,7 +12,6 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use url::Url;
 
 use super::api::{backoff, HubClient};
@@ -23,9 +22,7 @@ use super::progress::Progress;
 const ATTEMPTS_WITHOUT_PROGRESS: u32 = 5;
 /// Attempts in all, even when each brings some bytes.
 const MAX_ATTEMPTS: u32 = 50;
-/// Batches queued between the network and the disk.
-const QUEUE: usize = 16;
-/// Bytes gathered from the network before the disk threads are woken (fewer wake-ups per GiB).
+/// Bytes gathered from the network before they are written and hashed in one go.
 const BATCH: usize = 1 << 20;
 
 /// One file to fetch.
@@ -55,11 +52,6 @@ pub struct Outcome {
     pub size: u64,
 }
 
-enum Msg {
-    Data(std::sync::Arc<Vec<Bytes>>),
-    Restart,
-}
-
 /// Downloads `job`, then renames it to `job.dest`. The partial file is deleted if the content is wrong.
 pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: &ProgressBar) -> Result<Outcome, HubError> {
     if let Some(parent) = job.incomplete.parent() {
@@ -77,26 +69,16 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
     progress.add(existing as i64);
 
     let check = Check::for_etag(job.etag, job.size);
-    let (write_tx, write_rx) = mpsc::channel::<Msg>(QUEUE);
-    let (hash_tx, hash_rx) = mpsc::channel::<Msg>(QUEUE);
-    let writer = tokio::task::spawn_blocking({
-        let path = job.incomplete.clone();
-        move || write_loop(&path, write_rx)
-    });
-    let hasher = tokio::task::spawn_blocking({
-        let path = job.incomplete.clone();
-        move || hash_loop(&path, existing, check, hash_rx)
-    });
-
-    let mut sink = Sink { write: write_tx, hash: hash_tx, pending: Vec::new(), pending_len: 0 };
+    let path = job.incomplete.clone();
+    let disk = blocking(move || Disk::open(&path, existing, check)).map_err(|e| HubError::io(&job.incomplete, e))?;
+    let mut sink = Sink { disk, error: None, pending: Vec::new(), pending_len: 0 };
     let network = receive(client, job, existing, &mut sink, progress, bar).await;
-    drop(sink);
-    let written = writer.await.map_err(|e| HubError::io(&job.incomplete, std::io::Error::other(e)));
-    let hashed = hasher.await.map_err(|e| HubError::io(&job.incomplete, std::io::Error::other(e)));
+    let Sink { disk, error, .. } = sink;
+    if let Some(e) = error {
+        return Err(HubError::io(&job.incomplete, e));
+    }
     let (fetched, expected) = network?;
-    let length = written?.map_err(|e| HubError::io(&job.incomplete, e))?;
-    let (hashed_len, digest) = hashed?.map_err(|e| HubError::io(&job.incomplete, e))?;
-    debug_assert_eq!(length, hashed_len);
+    let (length, digest) = disk.finish();
 
     if let Some(expected) = expected.filter(|&e| e != length) {
         let _ = std::fs::remove_file(&job.incomplete);
@@ -121,38 +103,60 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
     Ok(Outcome { fetched, resumed: existing.min(length), size: length })
 }
 
-/// Hands received bytes to the writer and the hasher, in batches.
+/// Hands received bytes to the disk in batches: written and hashed on this thread (as a blocking
+/// section), which costs less CPU than waking other threads, so it keeps up best on a busy machine.
 struct Sink {
-    write: mpsc::Sender<Msg>,
-    hash: mpsc::Sender<Msg>,
+    disk: Disk,
+    error: Option<std::io::Error>,
     pending: Vec<Bytes>,
     pending_len: usize,
 }
 
 impl Sink {
-    /// False when a disk thread has stopped (its error is reported when it is joined).
+    /// False when the disk failed (the error is kept for the caller).
     async fn push(&mut self, data: Bytes) -> bool {
         self.pending_len += data.len();
         self.pending.push(data);
         self.pending_len < BATCH || self.flush().await
     }
-    /// Sends what is gathered; every byte counted as received is handed over.
+    /// Writes what is gathered; every byte counted as received is on disk afterwards.
     async fn flush(&mut self) -> bool {
+        if self.error.is_some() {
+            return false;
+        }
         if self.pending.is_empty() {
             return true;
         }
-        let batch = std::sync::Arc::new(std::mem::take(&mut self.pending));
+        let batch = std::mem::take(&mut self.pending);
         self.pending_len = 0;
-        self.write.send(Msg::Data(batch.clone())).await.is_ok() && self.hash.send(Msg::Data(batch)).await.is_ok()
+        let disk = &mut self.disk;
+        if let Err(e) = blocking(|| disk.append(&batch)) {
+            self.error = Some(e);
+            return false;
+        }
+        true
     }
     async fn restart(&mut self) -> bool {
         self.pending.clear();
         self.pending_len = 0;
-        self.write.send(Msg::Restart).await.is_ok() && self.hash.send(Msg::Restart).await.is_ok()
+        let disk = &mut self.disk;
+        if let Err(e) = blocking(|| disk.restart()) {
+            self.error = Some(e);
+            return false;
+        }
+        true
     }
 }
 
-/// The network side: GET (with `Range` when resuming), stream chunks to the disk threads, retry.
+/// Runs a short blocking section: through `block_in_place` on a multi-threaded runtime, inline otherwise.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The network side: GET (with `Range` when resuming), hand chunks to the disk, retry.
 /// Returns bytes received and the size the server announced.
 async fn receive(
     client: &HubClient,
@@ -181,11 +185,11 @@ async fn receive(
         let before = offset;
         let result = attempt(client, job, headers, &mut offset, &mut expected, &mut fetched, sink, progress, bar).await;
         if !sink.flush().await {
-            return Err(HubError::io(&job.incomplete, std::io::Error::other("the disk writer stopped")));
+            return Ok((fetched, expected));
         }
         match result {
             Ok(true) => return Ok((fetched, expected)),
-            Ok(false) => return Err(HubError::io(&job.incomplete, std::io::Error::other("the disk writer stopped"))),
+            Ok(false) => return Ok((fetched, expected)),
             Err(e) if e.is_transient() && attempts < MAX_ATTEMPTS => {
                 failures = if offset > before { 1 } else { failures + 1 };
                 if failures >= ATTEMPTS_WITHOUT_PROGRESS {
@@ -286,24 +290,56 @@ fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
     Some((start, total.trim().parse().ok()))
 }
 
-fn write_loop(path: &Path, mut rx: mpsc::Receiver<Msg>) -> std::io::Result<u64> {
-    let mut out = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
-    let mut length = out.seek(SeekFrom::End(0))?;
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Msg::Data(batch) => {
-                write_all_vectored(&mut out, &batch)?;
-                length += batch.iter().map(|b| b.len() as u64).sum::<u64>();
-            }
-            Msg::Restart => {
-                out.set_len(0)?;
-                out.seek(SeekFrom::Start(0))?;
-                length = 0;
+/// The partial file and the running digest of what it holds.
+struct Disk {
+    file: File,
+    check: Check,
+    length: u64,
+}
+
+impl Disk {
+    /// Opens the partial file and hashes the `existing` bytes kept from an earlier attempt.
+    fn open(path: &Path, existing: u64, check: Check) -> std::io::Result<Disk> {
+        let file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(path)?;
+        let mut disk = Disk { file, check, length: 0 };
+        if existing > 0 {
+            let mut prefix = (&mut disk.file).take(existing);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = prefix.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                disk.check.update(&buf[..n]);
+                disk.length += n as u64;
             }
         }
+        disk.file.set_len(disk.length)?;
+        disk.file.seek(SeekFrom::Start(disk.length))?;
+        Ok(disk)
     }
-    out.flush()?;
-    Ok(length)
+
+    fn append(&mut self, batch: &[Bytes]) -> std::io::Result<()> {
+        write_all_vectored(&mut self.file, batch)?;
+        for bytes in batch {
+            self.check.update(bytes);
+            self.length += bytes.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.check.reset();
+        self.length = 0;
+        Ok(())
+    }
+
+    /// The length and the digest (`None` when the etag is of no known kind).
+    fn finish(self) -> (u64, Option<(&'static str, String)>) {
+        (self.length, self.check.finish())
+    }
 }
 
 /// Writes a batch of buffers with as few system calls as the kernel allows.
@@ -368,38 +404,6 @@ fn git_blob_header(size: u64) -> Sha1 {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Hashes the kept prefix of the partial file, then every chunk as it arrives.
-fn hash_loop(path: &Path, existing: u64, mut check: Check, mut rx: mpsc::Receiver<Msg>) -> std::io::Result<(u64, Option<(&'static str, String)>)> {
-    let mut length = 0u64;
-    if existing > 0 {
-        let mut file = File::open(path)?.take(existing);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            check.update(&buf[..n]);
-            length += n as u64;
-        }
-    }
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Msg::Data(batch) => {
-                for bytes in batch.iter() {
-                    check.update(bytes);
-                    length += bytes.len() as u64;
-                }
-            }
-            Msg::Restart => {
-                check.reset();
-                length = 0;
-            }
-        }
-    }
-    Ok((length, check.finish()))
 }
 
 /// sha256 of a whole file (to adopt a file already in a `--local-dir` without a sidecar).
