@@ -370,3 +370,14 @@ fn dry_run_lists_without_downloading() {
     assert!(hub.stats().cdn_gets.is_empty());
     assert!(!home.path().join("hf/hub/models--org--model/blobs").exists());
 }
+
+#[test]
+fn a_busy_hub_is_retried_with_backoff() {
+    let repo = model_repo();
+    let hub = FakeHub::start(vec![repo.clone()], Options { busy: 2, ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/model", "config.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(stdout_last_line(&out)).unwrap(), file(&repo, C1, "config.json").content);
+    assert_eq!(hub.stats().busy_answers, 2);
+}

@@ -70,3 +70,19 @@ impl HubError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_named_and_transient_errors_are_told_apart() {
+        let full = HubError::io("/x", std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(full.to_string().starts_with("disk full while writing /x"));
+        assert!(matches!(HubError::io("/x", std::io::Error::other("boom")), HubError::Io { .. }));
+        let http = |status| HubError::Http { url: String::new(), status, message: String::new() };
+        assert!(http(503).is_transient() && http(429).is_transient() && !http(404).is_transient());
+        assert!(!HubError::Usage(String::new()).is_transient());
+        assert_eq!(crate::Failure::exit_status(&HubError::Usage(String::new())), ExitStatus::Usage);
+    }
+}

@@ -170,6 +170,13 @@ pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result
     let workers = usize::from(args.max_workers);
     let results: Vec<Result<FileReport, HubError>> = futures_util::stream::iter(todo)
         .map(|entry| fetch_one(&client, &target, &commit, entry, &progress, args.dry_run))
+        .map(|f| async {
+            // Name the revision the user gave, not the commit it resolved to.
+            f.await.map_err(|e| match e {
+                HubError::EntryNotFound { repo, path, .. } => HubError::EntryNotFound { repo, path, revision: args.revision.clone() },
+                e => e,
+            })
+        })
         .buffer_unordered(workers)
         .collect()
         .await;

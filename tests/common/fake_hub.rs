@@ -94,6 +94,8 @@ pub struct Options {
     pub renamed: HashMap<String, String>,
     /// Tree `Link` headers name another host, as a mirror relaying the upstream answer does.
     pub foreign_links: bool,
+    /// The first N hub requests are answered 503, then 429, alternately (a busy Hub).
+    pub busy: u32,
 }
 
 impl Default for Options {
@@ -106,6 +108,7 @@ impl Default for Options {
             ignore_range: false,
             renamed: HashMap::new(),
             foreign_links: false,
+            busy: 0,
         }
     }
 }
@@ -128,6 +131,8 @@ pub struct Stats {
     pub tree_pages: u32,
     /// Every Authorization header value the hub saw (to check the token got there).
     pub hub_auth: Vec<String>,
+    /// Requests answered 503 or 429.
+    pub busy_answers: u32,
 }
 
 struct Shared {
@@ -249,8 +254,16 @@ async fn hub_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
-    if let Some(a) = &auth {
-        s.stats.lock().expect("stats").hub_auth.push(a.clone());
+    {
+        let mut st = s.stats.lock().expect("stats");
+        if let Some(a) = &auth {
+            st.hub_auth.push(a.clone());
+        }
+        if st.busy_answers < s.options.busy {
+            st.busy_answers += 1;
+            let status = if st.busy_answers % 2 == 1 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::TOO_MANY_REQUESTS };
+            return error(status, "", "busy, try again");
+        }
     }
     let raw: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let seg: Vec<String> = raw.iter().map(|p| decode(p)).collect();
