@@ -9,6 +9,7 @@ pub mod compare;
 pub mod check;
 pub mod device;
 pub mod exit;
+pub mod hub;
 pub mod loadtest;
 pub mod metrics;
 pub mod report;

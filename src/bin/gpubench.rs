@@ -36,6 +36,9 @@ enum Command {
     /// Sample GPU (NVML), CPU, Prometheus/DCGM or a recording, for a duration or while a command runs.
     #[command(after_help = gpubench::metrics::AFTER_HELP)]
     Metrics(gpubench::metrics::MetricsArgs),
+    /// Download a model (or some files) from the Hugging Face Hub into the shared cache or a folder.
+    #[command(after_help = gpubench::hub::AFTER_HELP)]
+    Download(gpubench::hub::DownloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
             Command::Compare(args) => gpubench::compare::run_cli(args, quiet).map_err(failed),
             Command::GpuCheck(args) => gpubench::check::run_cli(args, quiet).await.map_err(failed),
             Command::Metrics(args) => gpubench::metrics::run_cli(args, quiet).await.map_err(failed),
+            Command::Download(args) => gpubench::hub::run_cli(args, quiet).await.map_err(failed),
         }
     });
     match result {

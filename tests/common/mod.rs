@@ -18,3 +18,4 @@ pub fn assert_valid_report(value: &serde_json::Value) {
     let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     assert!(errors.is_empty(), "report does not match schemas/run-report.schema.json:\n{}", errors.join("\n"));
 }
+pub mod fake_hub;

@@ -1,0 +1,411 @@
+//! Deciding what to fetch (repository info, tree, what is already on disk) and fetching it in parallel.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::api::HubClient;
+use super::error::HubError;
+use super::layout::{CacheRepo, LocalDir};
+use super::names::{check_repo_id, check_repo_path, is_commit_hash, Selection};
+use super::progress::Progress;
+use super::settings::{self, Env};
+use super::transfer::{self, Job};
+use super::DownloadArgs;
+
+/// What happened to one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub size: Option<u64>,
+    /// `downloaded`, `present` (already complete, nothing fetched), `linked` (blob already in the cache)
+    /// or, with --dry-run, `download` / `present`.
+    pub status: &'static str,
+    pub local_path: PathBuf,
+    /// Bytes that came over the network for it.
+    pub fetched_bytes: u64,
+    /// Bytes kept from an interrupted earlier download.
+    pub resumed_bytes: u64,
+}
+
+/// The JSON summary (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub repo_id: String,
+    pub repo_type: &'static str,
+    pub revision: String,
+    pub commit: String,
+    /// The snapshot or local folder, or the file when one FILE was asked for.
+    pub path: PathBuf,
+    pub offline: bool,
+    pub dry_run: bool,
+    pub files: Vec<FileReport>,
+    pub fetched_bytes: u64,
+    pub seconds: f64,
+}
+
+impl Summary {
+    pub fn headline(&self) -> String {
+        let fetched = self.files.iter().filter(|f| f.status == "downloaded").count();
+        let present = self.files.len() - fetched;
+        let mib = self.fetched_bytes as f64 / (1024.0 * 1024.0);
+        let rate = if self.seconds > 0.0 { mib / self.seconds } else { 0.0 };
+        format!(
+            "{}@{}: {fetched} downloaded ({mib:.1} MiB, {rate:.1} MiB/s), {present} already present",
+            self.repo_id,
+            short_commit(&self.commit)
+        )
+    }
+}
+
+fn short_commit(commit: &str) -> &str {
+    commit.get(..10).unwrap_or(commit)
+}
+
+/// Where files go.
+enum Target {
+    Cache(CacheRepo),
+    Local(LocalDir),
+}
+
+/// A file to consider, with what the listing said about it.
+struct Entry {
+    path: String,
+    size: Option<u64>,
+    etag: Option<String>,
+}
+
+/// The whole command, minus printing.
+pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result<Summary, HubError> {
+    let started = Instant::now();
+    check_repo_id(&args.repo_id)?;
+    for f in &args.files {
+        check_repo_path(f).map_err(|e| HubError::Usage(format!("bad FILE argument: {e}")))?;
+    }
+    if args.revision.trim().is_empty() {
+        return Err(HubError::Usage("--revision is empty: give a branch, tag or commit".into()));
+    }
+    let selection = Selection::new(&args.include, &args.exclude)?;
+    let cache = CacheRepo::new(&settings::cache_dir(args.cache_dir.as_deref(), env), args.repo_type, &args.repo_id);
+    let target = match &args.local_dir {
+        Some(dir) => Target::Local(LocalDir::new(dir)),
+        None => Target::Cache(cache.clone()),
+    };
+
+    if settings::offline(args.offline, env) {
+        return from_disk(args, &selection, &target, started);
+    }
+    let endpoint = settings::endpoint(args.endpoint.as_deref(), env);
+    let client = HubClient::new(&endpoint, settings::token(args.token.as_deref(), env), &args.repo_id, args.repo_type)?;
+
+    let commit = match client.commit_of(&args.revision).await {
+        Ok(commit) => commit,
+        Err(e @ HubError::Network { .. }) => {
+            // As Python does: with the Hub unreachable, what is on disk still serves.
+            return match from_disk(args, &selection, &target, started) {
+                Ok(summary) => {
+                    if !quiet {
+                        eprintln!("warning: {e}\nwarning: using the files already on disk");
+                    }
+                    Ok(summary)
+                }
+                Err(_) => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+
+    let entries: Vec<Entry> = if args.files.is_empty() {
+        let mut entries = Vec::new();
+        for item in client.list_files(&commit).await? {
+            if !selection.matches(&item.path) {
+                continue;
+            }
+            check_repo_path(&item.path)?;
+            entries.push(Entry { size: item.file_size(), etag: item.etag().map(str::to_string), path: item.path });
+        }
+        entries
+    } else {
+        args.files.iter().map(|f| Entry { path: f.clone(), size: None, etag: None }).collect()
+    };
+    if entries.is_empty() {
+        return Err(HubError::NothingMatched { repo: args.repo_id.clone(), revision: args.revision.clone() });
+    }
+
+    match &target {
+        Target::Cache(c) => {
+            if !args.dry_run {
+                c.prepare()?;
+                c.write_ref(&args.revision, &commit)?;
+            }
+        }
+        Target::Local(l) => {
+            if !args.dry_run {
+                l.prepare()?;
+            }
+        }
+    }
+
+    // Already complete: nothing to fetch, not even a HEAD.
+    let mut reports = Vec::new();
+    let mut todo = Vec::new();
+    for entry in entries {
+        match already_there(&target, &commit, &entry)? {
+            Some(local_path) => reports.push(FileReport {
+                size: entry.size.or_else(|| std::fs::metadata(&local_path).ok().map(|m| m.len())),
+                path: entry.path,
+                status: "present",
+                local_path,
+                fetched_bytes: 0,
+                resumed_bytes: 0,
+            }),
+            None => todo.push(entry),
+        }
+    }
+
+    let total: u64 = todo.iter().filter_map(|e| e.size).sum();
+    let progress = Progress::new(quiet || args.dry_run, total, todo.len());
+    let workers = usize::from(args.max_workers);
+    let results: Vec<Result<FileReport, HubError>> = futures_util::stream::iter(todo)
+        .map(|entry| fetch_one(&client, &target, &commit, entry, &progress, args.dry_run))
+        .map(|f| async {
+            // Name the revision the user gave, not the commit it resolved to.
+            f.await.map_err(|e| match e {
+                HubError::EntryNotFound { repo, path, .. } => HubError::EntryNotFound { repo, path, revision: args.revision.clone() },
+                e => e,
+            })
+        })
+        .buffer_unordered(workers)
+        .collect()
+        .await;
+    progress.finish();
+
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                if first_error.is_some() && !quiet {
+                    eprintln!("error: {e}");
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    reports.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(summary(args, commit, reports, &target, false, started))
+}
+
+/// The local path of a file that needs no download, if any.
+fn already_there(target: &Target, commit: &str, entry: &Entry) -> Result<Option<PathBuf>, HubError> {
+    match target {
+        Target::Cache(c) => {
+            let pointer = c.pointer(commit, &entry.path);
+            Ok(pointer.exists().then_some(pointer))
+        }
+        Target::Local(l) => {
+            let file = l.file(&entry.path);
+            if !file.is_file() {
+                return Ok(None);
+            }
+            if let Some(side) = l.read(&entry.path) {
+                let same = match &entry.etag {
+                    Some(etag) => &side.etag == etag,
+                    None => side.commit == commit,
+                };
+                return Ok(same.then_some(file));
+            }
+            // No sidecar (copied in by hand?): adopt the file if its sha256 is the LFS etag.
+            if let Some(etag) = entry.etag.as_deref().filter(|e| e.len() == 64) {
+                if transfer::sha256_file(&file).ok().as_deref() == Some(etag) {
+                    l.write(&entry.path, commit, etag)?;
+                    return Ok(Some(file));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+async fn fetch_one(
+    client: &HubClient,
+    target: &Target,
+    commit: &str,
+    entry: Entry,
+    progress: &Progress,
+    dry_run: bool,
+) -> Result<FileReport, HubError> {
+    let meta = client.file_meta(commit, &entry.path).await?;
+    if entry.size.is_none() {
+        if let Some(size) = meta.size {
+            progress.grow(size);
+        }
+    }
+    let size = meta.size.or(entry.size);
+    let mut report = FileReport {
+        path: entry.path.clone(),
+        size,
+        status: "downloaded",
+        local_path: PathBuf::new(),
+        fetched_bytes: 0,
+        resumed_bytes: 0,
+    };
+    match target {
+        Target::Cache(c) => {
+            let blob = c.blob(&meta.etag);
+            report.local_path = c.pointer(commit, &entry.path);
+            if dry_run {
+                report.status = if blob.exists() { "link" } else { "download" };
+                return Ok(report);
+            }
+            if blob.exists() {
+                report.status = "linked";
+                progress.add(size.unwrap_or(0) as i64);
+            } else {
+                let bar = progress.file(&entry.path, size);
+                let job = Job {
+                    name: &entry.path,
+                    url: meta.location.clone(),
+                    size,
+                    etag: &meta.etag,
+                    incomplete: c.blob_incomplete(&meta.etag),
+                    dest: blob.clone(),
+                };
+                let outcome = transfer::fetch(client, &job, progress, &bar).await;
+                bar.finish_and_clear();
+                let outcome = outcome?;
+                report.fetched_bytes = outcome.fetched;
+                report.resumed_bytes = outcome.resumed;
+                report.size = Some(outcome.size);
+            }
+            c.link(commit, &entry.path, &meta.etag)?;
+        }
+        Target::Local(l) => {
+            report.local_path = l.file(&entry.path);
+            if dry_run {
+                report.status = "download";
+                return Ok(report);
+            }
+            let bar = progress.file(&entry.path, size);
+            let job = Job {
+                name: &entry.path,
+                url: meta.location.clone(),
+                size,
+                etag: &meta.etag,
+                incomplete: l.incomplete(&entry.path, &meta.etag),
+                dest: report.local_path.clone(),
+            };
+            let outcome = transfer::fetch(client, &job, progress, &bar).await;
+            bar.finish_and_clear();
+            let outcome = outcome?;
+            report.fetched_bytes = outcome.fetched;
+            report.resumed_bytes = outcome.resumed;
+            report.size = Some(outcome.size);
+            l.write(&entry.path, &meta.commit, &meta.etag)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Offline: answer from the cache or the local folder alone.
+fn from_disk(args: &DownloadArgs, selection: &Selection, target: &Target, started: Instant) -> Result<Summary, HubError> {
+    let what = format!("{}@{}", args.repo_id, args.revision);
+    let present = |path: String, local_path: PathBuf| FileReport {
+        size: std::fs::metadata(&local_path).ok().map(|m| m.len()),
+        path,
+        status: "present",
+        local_path,
+        fetched_bytes: 0,
+        resumed_bytes: 0,
+    };
+    let (commit, reports, dir) = match target {
+        Target::Cache(c) => {
+            let missing = || HubError::OfflineNotCached { what: what.clone(), dir: c.cache_dir.clone() };
+            let commit = if is_commit_hash(&args.revision) { Some(args.revision.clone()) } else { c.read_ref(&args.revision) };
+            let commit = commit.filter(|commit| c.snapshot(commit).is_dir()).ok_or_else(missing)?;
+            let paths = if args.files.is_empty() {
+                c.snapshot_files(&commit).into_iter().filter(|p| selection.matches(p)).collect()
+            } else {
+                args.files.clone()
+            };
+            let mut reports = Vec::new();
+            for p in paths {
+                let pointer = c.pointer(&commit, &p);
+                if !pointer.exists() {
+                    return Err(HubError::OfflineNotCached { what: format!("'{p}' of {what}"), dir: c.cache_dir.clone() });
+                }
+                reports.push(present(p, pointer));
+            }
+            (commit, reports, c.cache_dir.clone())
+        }
+        Target::Local(l) => {
+            let paths = if args.files.is_empty() {
+                let mut all = Vec::new();
+                list_local(&l.root, "", &mut all);
+                all.into_iter().filter(|p| selection.matches(p)).collect()
+            } else {
+                args.files.clone()
+            };
+            let mut reports = Vec::new();
+            let mut commit = String::new();
+            for p in paths {
+                let file = l.file(&p);
+                if !file.is_file() {
+                    return Err(HubError::OfflineNotCached { what: format!("'{p}' of {what}"), dir: l.root.clone() });
+                }
+                if let Some(side) = l.read(&p) {
+                    commit = side.commit;
+                }
+                reports.push(present(p, file));
+            }
+            (commit, reports, l.root.clone())
+        }
+    };
+    if reports.is_empty() {
+        return Err(HubError::OfflineNotCached { what, dir });
+    }
+    Ok(summary(args, commit, reports, target, true, started))
+}
+
+fn list_local(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if prefix.is_empty() && name == ".cache" {
+            continue;
+        }
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let path = entry.path();
+        if path.is_dir() {
+            list_local(&path, &rel, out);
+        } else {
+            out.push(rel);
+        }
+    }
+}
+
+fn summary(args: &DownloadArgs, commit: String, mut files: Vec<FileReport>, target: &Target, offline: bool, started: Instant) -> Summary {
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let path = match (args.files.len(), files.first(), target) {
+        (1, Some(f), _) => f.local_path.clone(),
+        (_, _, Target::Cache(c)) => c.snapshot(&commit),
+        (_, _, Target::Local(l)) => l.root.clone(),
+    };
+    Summary {
+        repo_id: args.repo_id.clone(),
+        repo_type: args.repo_type.plural(),
+        revision: args.revision.clone(),
+        fetched_bytes: files.iter().map(|f| f.fetched_bytes).sum(),
+        commit,
+        path,
+        offline,
+        dry_run: args.dry_run,
+        files,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}

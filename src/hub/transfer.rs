@@ -1,0 +1,483 @@
+//! Moving one file's bytes: resume from `*.incomplete` with `Range`, retry with backoff, write and
+//! hash in large batches (hashing on its own thread), verify, and rename into place only when complete.
+
+use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_RANGE, RANGE};
+use reqwest::{Method, StatusCode};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::api::{backoff, HubClient};
+use super::error::HubError;
+use super::progress::Progress;
+
+/// Failed attempts in a row (without new bytes) before giving up on a file.
+const ATTEMPTS_WITHOUT_PROGRESS: u32 = 5;
+/// Attempts in all, even when each brings some bytes.
+const MAX_ATTEMPTS: u32 = 50;
+/// Bytes gathered from the network before they are written and hashed in one go.
+const BATCH: usize = 1 << 20;
+
+/// One file to fetch.
+pub struct Job<'a> {
+    /// The file's path in the repository (for messages).
+    pub name: &'a str,
+    /// Where to GET it.
+    pub url: Url,
+    /// The announced size, when known.
+    pub size: Option<u64>,
+    /// The etag: sha256 (LFS) or git blob sha1, both checked.
+    pub etag: &'a str,
+    /// Partial data lives here (and is resumed from).
+    pub incomplete: PathBuf,
+    /// Where the complete file goes.
+    pub dest: PathBuf,
+}
+
+/// What a finished transfer did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// Bytes received over the network.
+    pub fetched: u64,
+    /// Bytes that were already in `*.incomplete` and kept.
+    pub resumed: u64,
+    /// The final size.
+    pub size: u64,
+}
+
+/// Downloads `job`, then renames it to `job.dest`. The partial file is deleted if the content is wrong.
+pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: &ProgressBar) -> Result<Outcome, HubError> {
+    if let Some(parent) = job.incomplete.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
+    }
+    let mut existing = std::fs::metadata(&job.incomplete).map(|m| m.len()).unwrap_or(0);
+    if job.size.is_some_and(|size| existing > size) {
+        existing = 0;
+        File::create(&job.incomplete).map_err(|e| HubError::io(&job.incomplete, e))?;
+    }
+    if existing > 0 {
+        tracing::info!("resuming {} from byte {existing}", job.name);
+    }
+    bar.set_position(existing);
+    progress.add(existing as i64);
+
+    let check = Check::for_etag(job.etag, job.size);
+    let path = job.incomplete.clone();
+    let disk = blocking(move || Disk::open(&path, existing, check)).map_err(|e| HubError::io(&job.incomplete, e))?;
+    let mut sink = Sink { disk, error: None, pending: Vec::new(), pending_len: 0 };
+    let network = receive(client, job, existing, &mut sink, progress, bar).await;
+    let Sink { disk, error, .. } = sink;
+    if let Some(e) = error {
+        return Err(HubError::io(&job.incomplete, e));
+    }
+    let (fetched, expected) = network?;
+    let (length, digest) = blocking(|| disk.finish()).map_err(|e| HubError::io(&job.incomplete, e))?;
+
+    if let Some(expected) = expected.filter(|&e| e != length) {
+        let _ = std::fs::remove_file(&job.incomplete);
+        return Err(HubError::SizeMismatch { path: job.name.to_string(), expected, actual: length });
+    }
+    if let Some((algo, actual)) = digest {
+        if !actual.eq_ignore_ascii_case(job.etag) {
+            let _ = std::fs::remove_file(&job.incomplete);
+            return Err(HubError::Integrity {
+                path: job.name.to_string(),
+                algo,
+                expected: job.etag.to_string(),
+                actual,
+                size: length,
+            });
+        }
+    }
+    if let Some(parent) = job.dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
+    }
+    std::fs::rename(&job.incomplete, &job.dest).map_err(|e| HubError::io(&job.dest, e))?;
+    Ok(Outcome { fetched, resumed: existing.min(length), size: length })
+}
+
+/// Hands received bytes to the disk in batches of about 1 MiB: few hand-offs between threads, so
+/// little CPU goes to waking them.
+struct Sink {
+    disk: Disk,
+    error: Option<std::io::Error>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+}
+
+impl Sink {
+    /// False when the disk failed (the error is kept for the caller).
+    async fn push(&mut self, data: Bytes) -> bool {
+        self.pending_len += data.len();
+        self.pending.push(data);
+        self.pending_len < BATCH || self.flush().await
+    }
+    /// Writes what is gathered; every byte counted as received is on disk afterwards.
+    async fn flush(&mut self) -> bool {
+        if self.error.is_some() {
+            return false;
+        }
+        if self.pending.is_empty() {
+            return true;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let disk = &mut self.disk;
+        if let Err(e) = blocking(|| disk.append(batch)) {
+            self.error = Some(e);
+            return false;
+        }
+        true
+    }
+    async fn restart(&mut self) -> bool {
+        self.pending.clear();
+        self.pending_len = 0;
+        let disk = &mut self.disk;
+        if let Err(e) = blocking(|| disk.restart()) {
+            self.error = Some(e);
+            return false;
+        }
+        true
+    }
+}
+
+/// Runs a short blocking section: through `block_in_place` on a multi-threaded runtime, inline otherwise.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The network side: GET (with `Range` when resuming), hand chunks to the disk, retry.
+/// Returns bytes received and the size the server announced.
+async fn receive(
+    client: &HubClient,
+    job: &Job<'_>,
+    existing: u64,
+    sink: &mut Sink,
+    progress: &Progress,
+    bar: &ProgressBar,
+) -> Result<(u64, Option<u64>), HubError> {
+    let mut offset = existing;
+    let mut expected = job.size;
+    let mut fetched = 0u64;
+    let mut failures = 0u32;
+    let mut attempts = 0u32;
+    loop {
+        if expected == Some(offset) {
+            return Ok((fetched, expected));
+        }
+        attempts += 1;
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes={offset}-")) {
+                headers.insert(RANGE, v);
+            }
+        }
+        let before = offset;
+        let result = attempt(client, job, headers, &mut offset, &mut expected, &mut fetched, sink, progress, bar).await;
+        if !sink.flush().await {
+            return Ok((fetched, expected));
+        }
+        match result {
+            Ok(true) => return Ok((fetched, expected)),
+            Ok(false) => return Ok((fetched, expected)),
+            Err(e) if e.is_transient() && attempts < MAX_ATTEMPTS => {
+                failures = if offset > before { 1 } else { failures + 1 };
+                if failures >= ATTEMPTS_WITHOUT_PROGRESS {
+                    return Err(e);
+                }
+                bar.set_message("retrying");
+                tracing::info!("{}: {e}; retrying from byte {offset}", job.name);
+                tokio::time::sleep(if offset > before { backoff(1) / 5 } else { backoff(failures) }).await;
+                bar.set_message("");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One GET. `Ok(true)`: the body ended where it should. `Ok(false)`: the disk side stopped.
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    client: &HubClient,
+    job: &Job<'_>,
+    headers: HeaderMap,
+    offset: &mut u64,
+    expected: &mut Option<u64>,
+    fetched: &mut u64,
+    sink: &mut Sink,
+    progress: &Progress,
+    bar: &ProgressBar,
+) -> Result<bool, HubError> {
+    let response = client.send(Method::GET, job.url.clone(), headers, false).await?;
+    let status = response.status();
+    if status == StatusCode::RANGE_NOT_SATISFIABLE && *offset > 0 {
+        // Our partial file is as long as (or longer than) the file: start over, the hash decides.
+        restart(offset, sink, progress, bar).await;
+        return Err(HubError::Network { url: job.url.to_string(), reason: "range not satisfiable; restarting".into() });
+    }
+    let response = client.check(response, "", Some(job.name))?;
+    let range_start = content_range(response.headers()).map(|(start, total)| {
+        if expected.is_none() {
+            *expected = total;
+        }
+        start
+    });
+    if status == StatusCode::PARTIAL_CONTENT && range_start != Some(*offset) {
+        return Err(HubError::Protocol { url: job.url.to_string(), what: "a 206 answer for another range".into() });
+    }
+    if status != StatusCode::PARTIAL_CONTENT {
+        if *offset > 0 {
+            tracing::info!("{}: the server ignored Range; starting over", job.name);
+            if !restart(offset, sink, progress, bar).await {
+                return Ok(false);
+            }
+        }
+        if expected.is_none() {
+            *expected = response.content_length();
+        }
+    }
+    if let Some(size) = *expected {
+        bar.set_length(size);
+    }
+    let url = response.url().clone();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| super::api::network_error(&url, &e))?;
+        let n = chunk.len() as u64;
+        if n == 0 {
+            continue;
+        }
+        if !sink.push(chunk).await {
+            return Ok(false);
+        }
+        *offset += n;
+        *fetched += n;
+        bar.inc(n);
+        progress.add(n as i64);
+    }
+    match *expected {
+        Some(size) if *offset < size => Err(HubError::Network {
+            url: url.to_string(),
+            reason: format!("the connection closed after {offset} of {size} bytes"),
+        }),
+        _ => Ok(true),
+    }
+}
+
+async fn restart(offset: &mut u64, sink: &mut Sink, progress: &Progress, bar: &ProgressBar) -> bool {
+    progress.add(-(*offset as i64));
+    bar.set_position(0);
+    *offset = 0;
+    sink.restart().await
+}
+
+/// `Content-Range: bytes a-b/total` -> (a, total).
+fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let text = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    let rest = text.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let start = range.split_once('-')?.0.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
+}
+
+/// The partial file, written on the receiving task, and a hashing thread that digests the same
+/// batches meanwhile (one hand-off per batch, so hashing overlaps the download on another core).
+struct Disk {
+    file: File,
+    length: u64,
+    hash_tx: Option<std::sync::mpsc::SyncSender<HashMsg>>,
+    hasher: Option<std::thread::JoinHandle<Option<(&'static str, String)>>>,
+}
+
+enum HashMsg {
+    Data(Vec<Bytes>),
+    Reset,
+}
+
+impl Disk {
+    /// Opens the partial file and hashes the `existing` bytes kept from an earlier attempt.
+    fn open(path: &Path, existing: u64, mut check: Check) -> std::io::Result<Disk> {
+        let mut file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(path)?;
+        let mut length = 0u64;
+        if existing > 0 {
+            let mut prefix = (&mut file).take(existing);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = prefix.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                check.update(&buf[..n]);
+                length += n as u64;
+            }
+        }
+        file.set_len(length)?;
+        file.seek(SeekFrom::Start(length))?;
+        let (hash_tx, rx) = std::sync::mpsc::sync_channel::<HashMsg>(8);
+        let hasher = std::thread::Builder::new().name("sha256".into()).spawn(move || {
+            while let Ok(msg) = rx.recv() {
+                match msg {
+                    HashMsg::Data(batch) => batch.iter().for_each(|b| check.update(b)),
+                    HashMsg::Reset => check.reset(),
+                }
+            }
+            check.finish()
+        })?;
+        Ok(Disk { file, length, hash_tx: Some(hash_tx), hasher: Some(hasher) })
+    }
+
+    fn hash(&self, msg: HashMsg) -> std::io::Result<()> {
+        match &self.hash_tx {
+            Some(tx) => tx.send(msg).map_err(|_| std::io::Error::other("the hashing thread stopped")),
+            None => Err(std::io::Error::other("the hashing thread stopped")),
+        }
+    }
+
+    fn append(&mut self, batch: Vec<Bytes>) -> std::io::Result<()> {
+        write_all_vectored(&mut self.file, &batch)?;
+        self.length += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+        self.hash(HashMsg::Data(batch))
+    }
+
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.length = 0;
+        self.hash(HashMsg::Reset)
+    }
+
+    /// The length and the digest (`None` when the etag is of no known kind).
+    fn finish(mut self) -> std::io::Result<(u64, Option<(&'static str, String)>)> {
+        drop(self.hash_tx.take());
+        let digest = match self.hasher.take().map(|h| h.join()) {
+            Some(Ok(digest)) => digest,
+            _ => return Err(std::io::Error::other("the hashing thread failed")),
+        };
+        Ok((self.length, digest))
+    }
+}
+
+/// Writes a batch of buffers with as few system calls as the kernel allows.
+fn write_all_vectored(out: &mut File, batch: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().filter(|b| !b.is_empty()).map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = out.write_vectored(rest)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the disk accepted no bytes"));
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+/// Which digest the etag is, and the running state.
+enum Check {
+    Sha256(Sha256),
+    /// Git blob id: sha1 of `blob {size}\0` + content (needs the size up front).
+    GitSha1(Sha1, u64),
+    None,
+}
+
+impl Check {
+    fn for_etag(etag: &str, size: Option<u64>) -> Check {
+        let hex = etag.bytes().all(|b| b.is_ascii_hexdigit());
+        match (etag.len(), size) {
+            (64, _) if hex => Check::Sha256(Sha256::new()),
+            (40, Some(size)) if hex => Check::GitSha1(git_blob_header(size), size),
+            _ => Check::None,
+        }
+    }
+    fn reset(&mut self) {
+        match self {
+            Check::Sha256(h) => *h = Sha256::new(),
+            Check::GitSha1(h, size) => *h = git_blob_header(*size),
+            Check::None => {}
+        }
+    }
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Check::Sha256(h) => h.update(data),
+            Check::GitSha1(h, _) => h.update(data),
+            Check::None => {}
+        }
+    }
+    fn finish(self) -> Option<(&'static str, String)> {
+        match self {
+            Check::Sha256(h) => Some(("sha256", hex(&h.finalize()))),
+            Check::GitSha1(h, _) => Some(("git sha1", hex(&h.finalize()))),
+            Check::None => None,
+        }
+    }
+}
+
+fn git_blob_header(size: u64) -> Sha1 {
+    let mut h = Sha1::new();
+    h.update(format!("blob {size}\0").as_bytes());
+    h
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a whole file (to adopt a file already in a `--local-dir` without a sidecar).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_blob_ids_match_git() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        let mut c = Check::for_etag("ce013625030ba8dba906f756967f9e9ca394464a", Some(6));
+        c.update(b"hello\n");
+        assert_eq!(c.finish().unwrap().1, "ce013625030ba8dba906f756967f9e9ca394464a");
+    }
+
+    #[test]
+    fn sha256_restarts_cleanly() {
+        let mut c = Check::for_etag(&"0".repeat(64), None);
+        c.update(b"garbage");
+        c.reset();
+        c.update(b"abc");
+        assert_eq!(c.finish().unwrap().1, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn content_range_is_parsed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 100-199/1000"));
+        assert_eq!(content_range(&h), Some((100, Some(1000))));
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 5-9/*"));
+        assert_eq!(content_range(&h), Some((5, None)));
+    }
+
+    #[test]
+    fn unknown_etags_check_size_only() {
+        assert!(matches!(Check::for_etag("abc", Some(3)), Check::None));
+        assert!(matches!(Check::for_etag(&"a".repeat(40), None), Check::None));
+    }
+}
