@@ -24,7 +24,19 @@ pub struct Target {
 /// Plain-HTTP endpoints get the lean HTTP/1 pool; HTTPS goes through reqwest.
 enum Transport {
     Http1 { pools: Vec<Http1Pool>, headers: HeaderMap },
-    Reqwest(reqwest::Client),
+    Reqwest { client: reqwest::Client, headers: HeaderMap, max_in_flight: usize },
+}
+
+fn reqwest_client(headers: &HeaderMap, max_in_flight: usize, timeout: Duration) -> Result<reqwest::Client, LoadTestError> {
+    let mut headers = headers.clone();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(max_in_flight.max(1))
+        .tcp_nodelay(true)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| LoadTestError::Failed(format!("cannot build the HTTP client: {e}")))
 }
 
 /// Why a request failed, as counted in the report.
@@ -112,17 +124,32 @@ impl Target {
             }
             Transport::Http1 { pools, headers: map }
         } else {
-            map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            let client = reqwest::Client::builder()
-                .default_headers(map)
-                .pool_max_idle_per_host(max_in_flight.max(1))
-                .tcp_nodelay(true)
-                .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .build()
-                .map_err(|e| LoadTestError::Failed(format!("cannot build the HTTP client: {e}")))?;
-            Transport::Reqwest(client)
+            Transport::Reqwest { client: reqwest_client(&map, max_in_flight, timeout)?, headers: map, max_in_flight }
         };
         Ok(Arc::new(Target { transport, urls, api, stream, bodies, timeout }))
+    }
+
+    /// The same target with connections of its own (for another runtime).
+    pub fn fork(&self) -> Arc<Self> {
+        let transport = match &self.transport {
+            Transport::Http1 { pools, headers } => {
+                Transport::Http1 { pools: pools.iter().map(Http1Pool::fork).collect(), headers: headers.clone() }
+            }
+            // A client of its own: reqwest's connections live on the runtime that made them.
+            Transport::Reqwest { client, headers, max_in_flight } => Transport::Reqwest {
+                client: reqwest_client(headers, *max_in_flight, self.timeout).unwrap_or_else(|_| client.clone()),
+                headers: headers.clone(),
+                max_in_flight: *max_in_flight,
+            },
+        };
+        Arc::new(Target {
+            transport,
+            urls: self.urls.clone(),
+            api: self.api,
+            stream: self.stream,
+            bodies: self.bodies.clone(),
+            timeout: self.timeout,
+        })
     }
 
     /// Sends request `index` (its URL and body chosen round-robin) and waits for the whole answer.
@@ -160,7 +187,7 @@ impl Target {
                 reader.finish()
             }
             // Boxed: reqwest's future is large and would make every request's state machine large.
-            Transport::Reqwest(client) => Box::pin(self.exchange_reqwest(client, u, body)).await,
+            Transport::Reqwest { client, .. } => Box::pin(self.exchange_reqwest(client, u, body)).await,
         }
     }
 

@@ -135,49 +135,90 @@ pub async fn drive(
     Outcome { recorder, t0, started_at }
 }
 
+/// Closed loop: the workers are spread over one single-threaded runtime per core, each
+/// with its own connections, so a request's tasks (worker and connection) never hop threads.
 async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
-    tokio::time::sleep_until(shared.t0.into()).await;
+    let concurrency = concurrency.max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = (concurrency as usize).min(cores).max(1);
     let next = Arc::new(AtomicU64::new(0));
     let drain_guard = spawn_drain_watchdog(&shared);
-    let mut workers = Vec::with_capacity(concurrency as usize);
-    for _ in 0..concurrency.max(1) {
-        let shared = shared.clone();
+    let mut handles = Vec::with_capacity(threads);
+    for k in 0..threads {
+        let workers = (concurrency as usize + threads - 1 - k) / threads;
+        let shared = Arc::new(Shared {
+            target: shared.target.fork(),
+            limits: shared.limits.clone(),
+            live: shared.live.clone(),
+            log: shared.log.clone(),
+            cancel: shared.cancel.clone(),
+            t0: shared.t0,
+        });
         let next = next.clone();
-        workers.push(tokio::spawn(async move {
-            let mut rec = Recorder::new(shared.t0);
-            let total = shared.limits.total_requests();
-            let stop = shared.limits.stop_after().map(|d| shared.t0 + d);
-            loop {
-                if shared.cancel.is_cancelled() || stop.is_some_and(|s| Instant::now() >= s) {
-                    break;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new().name(format!("gpubench-load-{k}")).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start a load runtime: {e}");
+                    let _ = tx.send(Recorder::new(shared.t0));
+                    return;
                 }
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if total.is_some_and(|t| index >= t) {
-                    break;
-                }
-                let start = Instant::now();
-                let warmup = shared.limits.is_warmup(index, start.saturating_duration_since(shared.t0));
-                let ex = shared.send(index).await;
-                shared.log(index, start, warmup, ex.as_ref());
-                match ex {
-                    Some(ex) => rec.record(Measured { exchange: &ex, intended: ex.sent, warmup }, shared.limits.slo.as_ref()),
-                    None => {
-                        rec.record_unfinished(warmup);
-                        break;
+            };
+            let rec = rt.block_on(async move {
+                tokio::time::sleep_until(shared.t0.into()).await;
+                let tasks: Vec<_> = (0..workers).map(|_| tokio::spawn(worker(shared.clone(), next.clone()))).collect();
+                let mut merged = Recorder::new(shared.t0);
+                for t in tasks {
+                    if let Ok(rec) = t.await {
+                        merged.merge(&rec);
                     }
                 }
-            }
-            rec
-        }));
+                merged
+            });
+            let _ = tx.send(rec);
+        });
+        match spawned {
+            Ok(_) => handles.push(rx),
+            Err(e) => tracing::error!("cannot start a load thread: {e}"),
+        }
     }
     let mut merged = Recorder::new(shared.t0);
-    for w in workers {
-        if let Ok(rec) = w.await {
+    for rx in handles {
+        if let Ok(rec) = rx.await {
             merged.merge(&rec);
         }
     }
     drain_guard.cancel();
     merged
+}
+
+/// One closed-loop worker: sends the next request when its last one ended.
+async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>) -> Recorder {
+    let mut rec = Recorder::new(shared.t0);
+    let total = shared.limits.total_requests();
+    let stop = shared.limits.stop_after().map(|d| shared.t0 + d);
+    loop {
+        if shared.cancel.is_cancelled() || stop.is_some_and(|s| Instant::now() >= s) {
+            break;
+        }
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        if total.is_some_and(|t| index >= t) {
+            break;
+        }
+        let start = Instant::now();
+        let warmup = shared.limits.is_warmup(index, start.saturating_duration_since(shared.t0));
+        let ex = shared.send(index).await;
+        shared.log(index, start, warmup, ex.as_ref());
+        match ex {
+            Some(ex) => rec.record(Measured { exchange: &ex, intended: ex.sent, warmup }, shared.limits.slo.as_ref()),
+            None => {
+                rec.record_unfinished(warmup);
+                break;
+            }
+        }
+    }
+    rec
 }
 
 /// After the last send, cancels whatever is still in flight once the drain time has passed.

@@ -38,6 +38,11 @@ impl Http1Pool {
         Ok(Http1Pool { addr, uri, host, idle: Mutex::new(Vec::new()) })
     }
 
+    /// The same server with no connections yet.
+    pub fn fork(&self) -> Self {
+        Http1Pool { addr: self.addr, uri: self.uri.clone(), host: self.host.clone(), idle: Mutex::new(Vec::new()) }
+    }
+
     async fn connection(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         loop {
             let idle = self.idle.lock().pop();
