@@ -167,13 +167,14 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
             };
             let rec = rt.block_on(async move {
                 tokio::time::sleep_until(shared.t0.into()).await;
-                let tasks: Vec<_> = (0..workers).map(|_| tokio::spawn(worker(shared.clone(), next.clone()))).collect();
-                let mut merged = Recorder::new(shared.t0);
+                // The workers of one thread share its recorder: memory stays flat whatever the concurrency.
+                let rec = Arc::new(Mutex::new(Recorder::new(shared.t0)));
+                let tasks: Vec<_> =
+                    (0..workers).map(|_| tokio::spawn(worker(shared.clone(), next.clone(), rec.clone()))).collect();
                 for t in tasks {
-                    if let Ok(rec) = t.await {
-                        merged.merge(&rec);
-                    }
+                    let _ = t.await;
                 }
+                let merged = rec.lock().clone();
                 merged
             });
             let _ = tx.send(rec);
@@ -194,8 +195,7 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
 }
 
 /// One closed-loop worker: sends the next request when its last one ended.
-async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>) -> Recorder {
-    let mut rec = Recorder::new(shared.t0);
+async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>, rec: Arc<Mutex<Recorder>>) {
     let total = shared.limits.total_requests();
     let stop = shared.limits.stop_after().map(|d| shared.t0 + d);
     loop {
@@ -211,14 +211,13 @@ async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>) -> Recorder {
         let ex = shared.send(index).await;
         shared.log(index, start, warmup, ex.as_ref());
         match ex {
-            Some(ex) => rec.record(Measured { exchange: &ex, intended: ex.sent, warmup }, shared.limits.slo.as_ref()),
+            Some(ex) => rec.lock().record(Measured { exchange: &ex, intended: ex.sent, warmup }, shared.limits.slo.as_ref()),
             None => {
-                rec.record_unfinished(warmup);
+                rec.lock().record_unfinished(warmup);
                 break;
             }
         }
     }
-    rec
 }
 
 /// After the last send, cancels whatever is still in flight once the drain time has passed.
