@@ -6,7 +6,9 @@
 
 pub mod exit;
 pub mod loadtest;
+pub mod models;
 pub mod report;
+pub mod serve;
 pub mod util;
 
 pub use exit::{ExitStatus, Failure};

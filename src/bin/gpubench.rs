@@ -24,6 +24,9 @@ enum Command {
     /// Drive concurrent load at an LLM endpoint and measure it (closed or open loop).
     #[command(after_help = gpubench::loadtest::AFTER_HELP)]
     LoadTest(gpubench::loadtest::LoadTestArgs),
+    /// Serve an LLM over HTTP (seed /generate API and OpenAI API) with continuous batching.
+    #[command(after_help = gpubench::serve::AFTER_HELP)]
+    Serve(gpubench::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::LoadTest(args) => gpubench::loadtest::run_cli(args, quiet).await.map_err(failed),
+            Command::Serve(args) => gpubench::serve::run_cli(args, quiet).await.map_err(failed),
         }
     });
     match result {
