@@ -210,10 +210,14 @@ fn api_shapes_and_bad_input() {
     assert!(!r["text"].as_str().unwrap().contains('.'), "{r}");
 
     // A client that goes away frees its slot.
+    let generated = |m: &str| -> u64 {
+        m.lines().find_map(|l| l.strip_prefix("gpubench_serve_generated_tokens_total ")).unwrap().parse().unwrap()
+    };
+    let before = generated(&ureq_get(&srv.url("/metrics")).unwrap().1);
     rt().block_on(async {
         let r = reqwest::Client::new()
             .post(srv.url("/v1/completions"))
-            .json(&json!({"prompt": "Once upon a time", "max_tokens": 60, "stream": true}))
+            .json(&json!({"prompt": "Once upon a time", "max_tokens": 60, "stream": true, "ignore_eos": true}))
             .send()
             .await
             .unwrap();
@@ -226,8 +230,8 @@ fn api_shapes_and_bad_input() {
     loop {
         let (_, m) = ureq_get(&srv.url("/metrics")).unwrap();
         if m.contains("gpubench_serve_running_sequences 0") {
-            let gen: u64 = m.lines().find_map(|l| l.strip_prefix("gpubench_serve_generated_tokens_total ")).unwrap().parse().unwrap();
-            assert!(gen < 150, "the cancelled request ran to the end ({gen} tokens generated in all)");
+            let spent = generated(&m) - before;
+            assert!(spent < 30, "the cancelled request ran on ({spent} of its 60 tokens generated)");
             break;
         }
         assert!(Instant::now() < deadline, "cancelled request still running");
@@ -294,4 +298,24 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
         assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn dummy_weights_serve_and_say_so() {
+    let srv = Server::start(&["--load-format", "dummy", "--arch", "smollm2-135m"]);
+    let (s, r) = post(&srv.url("/generate"), &json!({"prompt": "Hello", "max_tokens": 3, "temperature": 0, "ignore_eos": true}));
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["dummy_weights"], true);
+    assert_eq!(r["completion_tokens"], 3);
+    assert_eq!(r["model"], "dummy-smollm2-135m");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("gpubench")).args(["serve", "--load-format", "dummy"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--arch"));
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("gpubench")).args(["serve", "--model", "/nonexistent/x.gguf"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
 }
