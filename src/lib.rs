@@ -12,7 +12,9 @@ pub mod exit;
 pub mod hub;
 pub mod loadtest;
 pub mod metrics;
+pub mod models;
 pub mod report;
+pub mod serve;
 pub mod util;
 
 pub use exit::{ExitStatus, Failure};

@@ -39,6 +39,9 @@ enum Command {
     /// Download a model (or some files) from the Hugging Face Hub into the shared cache or a folder.
     #[command(after_help = gpubench::hub::AFTER_HELP)]
     Download(gpubench::hub::DownloadArgs),
+    /// Serve an LLM over HTTP (seed /generate API and OpenAI API) with continuous batching.
+    #[command(after_help = gpubench::serve::AFTER_HELP)]
+    Serve(gpubench::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
             Command::GpuCheck(args) => gpubench::check::run_cli(args, quiet).await.map_err(failed),
             Command::Metrics(args) => gpubench::metrics::run_cli(args, quiet).await.map_err(failed),
             Command::Download(args) => gpubench::hub::run_cli(args, quiet).await.map_err(failed),
+            Command::Serve(args) => gpubench::serve::run_cli(args, quiet).await.map_err(failed),
         }
     });
     match result {

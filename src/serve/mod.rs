@@ -1,0 +1,235 @@
+//! `gpubench serve`: an LLM inference server with continuous batching, the seed's `/generate`
+//! API and the OpenAI API, running llama-family models through candle.
+
+pub mod engine;
+mod http;
+pub mod metrics;
+pub mod model;
+mod openai;
+pub mod sampling;
+pub mod template;
+pub mod tokenizer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+pub use http::{build_router, AppState};
+use model::{Arch, ModelSource};
+
+pub const AFTER_HELP: &str = "Examples:
+  gpubench serve                                   # default model (SmolLM2-135M-Instruct Q4_1), 127.0.0.1:8000
+  gpubench serve --model ./model --port 8080       # a Hugging Face folder (config.json, tokenizer.json, *.safetensors)
+  gpubench serve --model m.gguf --max-batch-size 1 # one request at a time, like the classic server
+  gpubench serve --load-format dummy --arch llama-3.1-8b --device cuda   # random weights, for speed only
+
+Endpoints: POST /generate, POST /v1/completions, POST /v1/chat/completions, GET /v1/models,
+GET /health, GET /ready, GET /metrics.";
+
+/// How `--model` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadFormat {
+    /// A `.gguf` file or a folder with config.json, by what the path is.
+    Auto,
+    Gguf,
+    Safetensors,
+    /// Random weights of `--arch` (for speed measurements; the text is meaningless).
+    Dummy,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// GGUF file or Hugging Face folder. Default: SmolLM2-135M-Instruct Q4_1, downloaded once into the cache.
+    #[arg(long, env = "GPUBENCH_MODEL")]
+    pub model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = LoadFormat::Auto)]
+    pub load_format: LoadFormat,
+    /// Architecture for `--load-format dummy`.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Model name the API reports and accepts (default: from the file name).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// CPU threads for the model (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// TCP port; 0 picks a free one (the bound address is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on the generation endpoints.
+    #[arg(long, env = "GPUBENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Sequences in the running batch at most (1: one request at a time).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch_size: u32,
+    /// Tokens per forward step at most (prompt chunks plus one per decoding sequence).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batched_tokens: u32,
+    /// KV-cache tokens (prompt + max_tokens of running requests) at most.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_kv_tokens: u32,
+    /// On CUDA: the share of device memory the KV cache may take (caps --max-kv-tokens).
+    #[arg(long, value_parser = parse_fraction)]
+    pub gpu_memory_fraction: Option<f64>,
+    /// Requests waiting beyond the running batch at most; more get 429 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: u32,
+    /// Largest max_tokens a request may ask for.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens_limit: u32,
+    /// Context length in tokens (default: the model's, at most 32768).
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish before they are cut.
+    #[arg(long, default_value = "10s", value_parser = crate::util::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("`{s}` is not a fraction in (0, 1]; write e.g. 0.5")),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Model(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{field}: {message}")]
+    BadRequest { field: String, message: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("cannot listen on {addr}: {source}; pick another --port or --host")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Provision(#[from] crate::models::ModelError),
+}
+
+impl crate::Failure for ServeError {
+    fn exit_status(&self) -> crate::ExitStatus {
+        match self {
+            ServeError::Model(_) | ServeError::Usage(_) | ServeError::BadRequest { .. } => crate::ExitStatus::Usage,
+            _ => crate::ExitStatus::Failure,
+        }
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`.
+pub fn parse_device(s: &str) -> Result<candle_core::Device, ServeError> {
+    let s = s.trim();
+    if s == "cpu" {
+        return Ok(candle_core::Device::Cpu);
+    }
+    let ordinal = match s.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| ServeError::Usage(format!("--device `{s}`: write cpu, cuda or cuda:N")))?,
+        None => return Err(ServeError::Usage(format!("--device `{s}`: write cpu, cuda or cuda:N"))),
+    };
+    if !candle_core::utils::cuda_is_available() {
+        return Err(ServeError::Usage(format!(
+            "--device {s}: this gpubench was built without CUDA; rebuild with `cargo build --release --features cuda`, or use --device cpu"
+        )));
+    }
+    candle_core::Device::new_cuda(ordinal)
+        .map_err(|e| ServeError::Usage(format!("--device {s}: cannot open the CUDA device: {e}")))
+}
+
+/// Decides where the weights come from.
+pub fn model_source(args: &ServeArgs, quiet: bool) -> Result<(ModelSource, String), ServeError> {
+    if args.load_format == LoadFormat::Dummy {
+        let arch = args.arch.ok_or_else(|| {
+            ServeError::Usage("--load-format dummy needs --arch (smollm2-135m, llama-3.2-1b, llama-3.2-3b, llama-3.1-8b)".into())
+        })?;
+        return Ok((ModelSource::Dummy(arch), format!("dummy-{}", arch.name())));
+    }
+    if args.arch.is_some() {
+        return Err(ServeError::Usage("--arch only goes with --load-format dummy".into()));
+    }
+    let (path, default) = match &args.model {
+        Some(p) => (p.clone(), false),
+        None => (crate::models::ensure_default_model(quiet)?, true),
+    };
+    let name = if default {
+        crate::models::DEFAULT_MODEL_NAME.to_string()
+    } else {
+        let stem = if path.is_dir() { path.file_name() } else { path.file_stem() };
+        stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    };
+    let is_dir = path.is_dir();
+    if !path.exists() {
+        return Err(ServeError::Usage(format!("--model {}: no such file or folder", path.display())));
+    }
+    let source = match args.load_format {
+        LoadFormat::Gguf if is_dir => return Err(ServeError::Usage(format!("--load-format gguf: {} is a folder", path.display()))),
+        LoadFormat::Safetensors if !is_dir => {
+            return Err(ServeError::Usage(format!("--load-format safetensors: {} is not a folder", path.display())))
+        }
+        _ if is_dir => ModelSource::HfFolder(path),
+        _ => ModelSource::Gguf(path),
+    };
+    Ok((source, name))
+}
+
+/// Entry point of `gpubench serve`.
+pub async fn run_cli(args: ServeArgs, quiet: bool) -> Result<crate::ExitStatus, ServeError> {
+    if let Some(n) = args.threads {
+        if n == 0 {
+            return Err(ServeError::Usage("--threads must be at least 1".into()));
+        }
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    let device = parse_device(&args.device)?;
+    let (source, default_name) = {
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || model_source(&args, quiet))
+            .await
+            .map_err(|e| ServeError::Internal(e.to_string()))??
+    };
+    let name = args.served_model_name.clone().unwrap_or(default_name);
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
+    let local: SocketAddr = listener.local_addr().map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
+    let state = AppState::new(name.clone(), &args);
+    // Bind first so /health and /ready answer while the model loads.
+    eprintln!("gpubench serve: listening on http://{local} (model {name} loading)");
+    let loader = {
+        let state = state.clone();
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || http::load_into(&state, &source, &device, &args))
+    };
+    let shutdown = http::shutdown_signal(state.clone());
+    let server = axum::serve(listener, build_router(state.clone())).with_graceful_shutdown(shutdown);
+    let server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        loaded = loader => match loaded {
+            Ok(Ok(())) => eprintln!("gpubench serve: model {name} ready on http://{local}"),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(ServeError::Internal(format!("model loading crashed: {e}"))),
+        },
+        _ = state.shutdown_requested() => {
+            eprintln!("gpubench serve: stopped while the model was loading");
+            return Ok(crate::ExitStatus::Success);
+        }
+    }
+    let grace = args.shutdown_grace;
+    // Wait for the signal, then let in-flight requests finish within the grace period.
+    state.shutdown_requested().await;
+    match tokio::time::timeout(grace + Duration::from_millis(500), server).await {
+        Ok(_) => eprintln!("gpubench serve: stopped"),
+        Err(_) => eprintln!("gpubench serve: requests still running after {}s; stopped", grace.as_secs_f64()),
+    }
+    Ok(crate::ExitStatus::Success)
+}

@@ -1,0 +1,295 @@
+//! Building a [`Llama`] from a GGUF file, a Hugging Face safetensors folder, or dummy weights.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{DType, Device, Tensor};
+
+use super::{Layer, Llama, LlamaConfig};
+use crate::serve::template::ChatTemplate;
+use crate::serve::tokenizer::TextTokenizer;
+use crate::serve::ServeError;
+
+/// Architectures `--load-format dummy` can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    #[value(name = "smollm2-135m")]
+    Smollm2_135m,
+    #[value(name = "llama-3.2-1b")]
+    Llama32_1b,
+    #[value(name = "llama-3.2-3b")]
+    Llama32_3b,
+    #[value(name = "llama-3.1-8b")]
+    Llama31_8b,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Smollm2_135m => "smollm2-135m",
+            Arch::Llama32_1b => "llama-3.2-1b",
+            Arch::Llama32_3b => "llama-3.2-3b",
+            Arch::Llama31_8b => "llama-3.1-8b",
+        }
+    }
+
+    /// The architecture's shape, and whether the output layer shares the embedding.
+    pub fn config(self) -> (LlamaConfig, bool) {
+        let llama3 = |hidden, intermediate, layers, heads, tied| {
+            (
+                LlamaConfig {
+                    hidden,
+                    intermediate,
+                    layers,
+                    heads,
+                    kv_heads: 8,
+                    head_dim: hidden / heads,
+                    vocab: 128_256,
+                    rope_theta: 500_000.0,
+                    rms_eps: 1e-5,
+                    context: 8192,
+                    rope_interleaved: false,
+                },
+                tied,
+            )
+        };
+        match self {
+            Arch::Smollm2_135m => (
+                LlamaConfig {
+                    hidden: 576,
+                    intermediate: 1536,
+                    layers: 30,
+                    heads: 9,
+                    kv_heads: 3,
+                    head_dim: 64,
+                    vocab: 49_152,
+                    rope_theta: 100_000.0,
+                    rms_eps: 1e-5,
+                    context: 8192,
+                    rope_interleaved: false,
+                },
+                true,
+            ),
+            Arch::Llama32_1b => llama3(2048, 8192, 16, 32, true),
+            Arch::Llama32_3b => llama3(3072, 8192, 28, 24, true),
+            Arch::Llama31_8b => llama3(4096, 14336, 32, 32, false),
+        }
+    }
+}
+
+/// Where the weights come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    Gguf(PathBuf),
+    HfFolder(PathBuf),
+    Dummy(Arch),
+}
+
+/// Everything the engine needs about a model.
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: TextTokenizer,
+    pub template: ChatTemplate,
+    /// Whether the weights are random (`--load-format dummy`).
+    pub dummy: bool,
+}
+
+fn bad(msg: impl Into<String>) -> ServeError {
+    ServeError::Model(msg.into())
+}
+
+fn ce(context: &str) -> impl Fn(candle_core::Error) -> ServeError + '_ {
+    move |e| ServeError::Model(format!("{context}: {e}"))
+}
+
+/// Loads a model onto `device`.
+pub fn load_model(source: &ModelSource, device: &Device) -> Result<LoadedModel, ServeError> {
+    match source {
+        ModelSource::Gguf(path) => load_gguf(path, device),
+        ModelSource::HfFolder(dir) => load_hf(dir, device),
+        ModelSource::Dummy(arch) => load_dummy(*arch, device),
+    }
+}
+
+fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| bad(format!("cannot open {}: {e}; check --model", path.display())))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| bad(format!("{} is not a readable GGUF file: {e}", path.display())))?;
+    let md = &content.metadata;
+    let arch = md.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+    if arch != "llama" {
+        return Err(bad(format!(
+            "GGUF architecture `{arch}` is not supported (only `llama`: Llama, SmolLM, Mistral); pick a llama-family model"
+        )));
+    }
+    let get = |k: &str| -> Result<u32, ServeError> {
+        md.get(&format!("llama.{k}"))
+            .and_then(|v| v.to_u32().ok())
+            .ok_or_else(|| bad(format!("the GGUF lacks llama.{k}")))
+    };
+    let getf = |k: &str, d: f32| md.get(&format!("llama.{k}")).and_then(|v| v.to_f32().ok()).unwrap_or(d);
+    let hidden = get("embedding_length")? as usize;
+    let heads = get("attention.head_count")? as usize;
+    let kv_heads = get("attention.head_count_kv").map(|v| v as usize).unwrap_or(heads);
+    let head_dim = get("rope.dimension_count").map(|v| v as usize).unwrap_or(hidden / heads);
+    if head_dim * heads != hidden || heads % kv_heads != 0 {
+        return Err(bad("the GGUF's head counts do not divide its embedding size; the file is not a plain llama"));
+    }
+    let tokenizer = TextTokenizer::from_gguf(&content)?;
+    let template_src = md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+    let tokens = md.get("tokenizer.ggml.tokens").and_then(|v| v.to_vec().ok());
+    let token_str = |id: Option<u32>| -> String {
+        match (tokens, id) {
+            (Some(t), Some(i)) => t.get(i as usize).and_then(|v| v.to_string().ok()).cloned().unwrap_or_default(),
+            _ => String::new(),
+        }
+    };
+    let bos = token_str(tokenizer.bos_id);
+    let eos = token_str(tokenizer.eos_ids.first().copied());
+    let template = ChatTemplate::new(template_src.as_deref(), &bos, &eos)?;
+    let layers_n = get("block_count")? as usize;
+    let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(ce(name));
+    let embed_q = read("token_embd.weight")?;
+    let vocab = embed_q.shape().dims().first().copied().unwrap_or(0);
+    let cfg = LlamaConfig {
+        hidden,
+        intermediate: get("feed_forward_length")? as usize,
+        layers: layers_n,
+        heads,
+        kv_heads,
+        head_dim,
+        vocab,
+        rope_theta: getf("rope.freq_base", 10_000.0),
+        rms_eps: getf("attention.layer_norm_rms_epsilon", 1e-5) as f64,
+        context: get("context_length").map(|v| v as usize).unwrap_or(4096),
+        rope_interleaved: true,
+    };
+    let embed = embed_q.dequantize(device).map_err(ce("token_embd.weight"))?;
+    let mut layers = Vec::with_capacity(layers_n);
+    for i in 0..layers_n {
+        let mut q = |n: &str| -> Result<QMatMul, ServeError> {
+            let name = format!("blk.{i}.{n}.weight");
+            QMatMul::from_qtensor(read(&name)?).map_err(ce(&name))
+        };
+        let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
+        let (w_gate, w_up, w_down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+        let mut norm = |n: &str| -> Result<Tensor, ServeError> {
+            let name = format!("blk.{i}.{n}.weight");
+            read(&name)?.dequantize(device).map_err(ce(&name))
+        };
+        let (attn_norm, ffn_norm) = (norm("attn_norm")?, norm("ffn_norm")?);
+        layers.push(Layer { attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down });
+    }
+    let norm = read("output_norm.weight")?.dequantize(device).map_err(ce("output_norm.weight"))?;
+    let lm_head = if content.tensor_infos.contains_key("output.weight") {
+        QMatMul::from_qtensor(read("output.weight")?).map_err(ce("output.weight"))?
+    } else {
+        QMatMul::from_qtensor(embed_q).map_err(ce("token_embd.weight"))?
+    };
+    let model = Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?;
+    Ok(LoadedModel { model, tokenizer, template, dummy: false })
+}
+
+fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| bad(format!("cannot read {}: {e}; --model must be a GGUF file or a folder with config.json", cfg_path.display())))?;
+    let c: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{} is not valid JSON: {e}", cfg_path.display())))?;
+    let arch = c["model_type"].as_str().unwrap_or("");
+    if !matches!(arch, "llama" | "mistral") {
+        return Err(bad(format!("model_type `{arch}` in config.json is not supported (llama, mistral)")));
+    }
+    let num = |k: &str| c[k].as_u64().map(|v| v as usize).ok_or_else(|| bad(format!("config.json lacks `{k}`")));
+    let hidden = num("hidden_size")?;
+    let heads = num("num_attention_heads")?;
+    let cfg = LlamaConfig {
+        hidden,
+        intermediate: num("intermediate_size")?,
+        layers: num("num_hidden_layers")?,
+        heads,
+        kv_heads: num("num_key_value_heads").unwrap_or(heads),
+        head_dim: num("head_dim").unwrap_or(hidden / heads),
+        vocab: num("vocab_size")?,
+        rope_theta: c["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
+        rms_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-5),
+        context: num("max_position_embeddings").unwrap_or(4096).min(32_768),
+        rope_interleaved: false,
+    };
+    let tied = c["tie_word_embeddings"].as_bool().unwrap_or(false);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| bad(format!("cannot list {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(bad(format!("{} holds no *.safetensors files", dir.display())));
+    }
+    // SAFETY: the files are memory-mapped read-only; they must not change while we load them.
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(ce("safetensors"))?;
+    let get = |name: &str| -> Result<Tensor, ServeError> {
+        st.load(name, device).and_then(|t| t.to_dtype(DType::F32)).map_err(ce(name))
+    };
+    let lin = |name: &str| -> Result<QMatMul, ServeError> { Ok(QMatMul::Tensor(get(name)?)) };
+    let embed = get("model.embed_tokens.weight")?;
+    let mut layers = Vec::with_capacity(cfg.layers);
+    for i in 0..cfg.layers {
+        let p = format!("model.layers.{i}");
+        layers.push(Layer {
+            attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
+            wq: lin(&format!("{p}.self_attn.q_proj.weight"))?,
+            wk: lin(&format!("{p}.self_attn.k_proj.weight"))?,
+            wv: lin(&format!("{p}.self_attn.v_proj.weight"))?,
+            wo: lin(&format!("{p}.self_attn.o_proj.weight"))?,
+            ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
+            w_gate: lin(&format!("{p}.mlp.gate_proj.weight"))?,
+            w_up: lin(&format!("{p}.mlp.up_proj.weight"))?,
+            w_down: lin(&format!("{p}.mlp.down_proj.weight"))?,
+        });
+    }
+    let norm = get("model.norm.weight")?;
+    let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { lin("lm_head.weight")? };
+    let tokenizer = TextTokenizer::from_hf_folder(dir, &c)?;
+    let tc: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let token_text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    let template = ChatTemplate::new(tc["chat_template"].as_str(), &token_text(&tc["bos_token"]), &token_text(&tc["eos_token"]))?;
+    let model = Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?;
+    Ok(LoadedModel { model, tokenizer, template, dummy: false })
+}
+
+fn load_dummy(arch: Arch, device: &Device) -> Result<LoadedModel, ServeError> {
+    let (cfg, tied) = arch.config();
+    let rnd = |rows: usize, cols: usize| -> Result<Tensor, ServeError> {
+        Tensor::randn(0f32, 0.02, (rows, cols), device).map_err(ce("random weights"))
+    };
+    let ones = |n: usize| Tensor::ones(n, DType::F32, device).map_err(ce("random weights"));
+    let (h, i, qd, kd) = (cfg.hidden, cfg.intermediate, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+    let embed = rnd(cfg.vocab, h)?;
+    let mut layers = Vec::with_capacity(cfg.layers);
+    for _ in 0..cfg.layers {
+        layers.push(Layer {
+            attn_norm: ones(h)?,
+            wq: QMatMul::Tensor(rnd(qd, h)?),
+            wk: QMatMul::Tensor(rnd(kd, h)?),
+            wv: QMatMul::Tensor(rnd(kd, h)?),
+            wo: QMatMul::Tensor(rnd(h, qd)?),
+            ffn_norm: ones(h)?,
+            w_gate: QMatMul::Tensor(rnd(i, h)?),
+            w_up: QMatMul::Tensor(rnd(i, h)?),
+            w_down: QMatMul::Tensor(rnd(h, i)?),
+        });
+    }
+    let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { QMatMul::Tensor(rnd(cfg.vocab, h)?) };
+    let norm = ones(h)?;
+    let model = Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?;
+    Ok(LoadedModel { model, tokenizer: TextTokenizer::bytes(), template: ChatTemplate::new(None, "", "")?, dummy: true })
+}

@@ -1,0 +1,357 @@
+//! Request bodies of `/generate`, `/v1/completions` and `/v1/chat/completions`, their
+//! validation into [`SamplingParams`], and the OpenAI-style error body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::sampling::SamplingParams;
+use super::template::ChatMessage;
+
+/// An API error: status, message, the offending field and an OpenAI error type.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub param: Option<String>,
+    pub kind: &'static str,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn bad(param: &str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into(), param: Some(param.to_string()), kind: "invalid_request_error", retry_after: None }
+    }
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), param: None, kind, retry_after: None }
+    }
+    pub fn body(&self) -> serde_json::Value {
+        let code = match self.status {
+            StatusCode::NOT_FOUND if self.param.as_deref() == Some("model") => json!("model_not_found"),
+            StatusCode::TOO_MANY_REQUESTS => json!("rate_limit_exceeded"),
+            _ => serde_json::Value::Null,
+        };
+        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = secs.to_string().parse() {
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+/// Parses a JSON body, naming the field that is wrong.
+pub fn parse_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::bad("body", "the request body is empty; send a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad("body", format!("the request body is not valid JSON: {inner}"));
+        }
+        let msg = inner.to_string();
+        // serde names a missing field in its message, not in the path.
+        let field = match msg.split('`').nth(1) {
+            Some(f) if msg.starts_with("missing field") => {
+                if path == "." { f.to_string() } else { format!("{path}.{f}") }
+            }
+            _ if path == "." => "body".to_string(),
+            _ => path,
+        };
+        ApiError::bad(&field, format!("{field}: {msg}"))
+    })
+}
+
+/// A string or a list of strings (`stop`, `prompt`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Sampling fields shared by all three endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct SamplingFields {
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub seed: Option<u64>,
+    pub stop: Option<OneOrMany>,
+    pub repetition_penalty: Option<f64>,
+    pub n: Option<i64>,
+    pub ignore_eos: Option<bool>,
+}
+
+/// Per-endpoint defaults.
+pub struct Defaults {
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+}
+
+impl SamplingFields {
+    pub fn validate(self, d: Defaults, max_tokens_limit: usize) -> Result<SamplingParams, ApiError> {
+        let (field, max_tokens) = match (self.max_tokens, self.max_completion_tokens) {
+            (Some(v), _) => ("max_tokens", Some(v)),
+            (None, Some(v)) => ("max_completion_tokens", Some(v)),
+            _ => ("max_tokens", None),
+        };
+        let max_tokens = match max_tokens {
+            None => d.max_tokens.min(max_tokens_limit),
+            Some(v) if v < 1 => return Err(ApiError::bad(field, format!("{field} must be at least 1 (got {v})"))),
+            Some(v) if v as u64 > max_tokens_limit as u64 => {
+                return Err(ApiError::bad(field, format!("{field} {v} is above this server's limit of {max_tokens_limit}")))
+            }
+            Some(v) => v as usize,
+        };
+        let temperature = match self.temperature {
+            None => d.temperature,
+            Some(t) if !(0.0..=100.0).contains(&t) => {
+                return Err(ApiError::bad("temperature", format!("temperature must be between 0 and 100 (got {t})")))
+            }
+            Some(t) => t as f32,
+        };
+        let top_p = match self.top_p {
+            None => d.top_p,
+            Some(p) if !(p > 0.0 && p <= 1.0) => return Err(ApiError::bad("top_p", format!("top_p must be in (0, 1] (got {p})"))),
+            Some(p) => p as f32,
+        };
+        let top_k = match self.top_k {
+            None => 0,
+            Some(k) if k < 0 => return Err(ApiError::bad("top_k", format!("top_k must be 0 (off) or more (got {k})"))),
+            Some(k) => k as usize,
+        };
+        let repetition_penalty = match self.repetition_penalty {
+            None => 1.0,
+            Some(r) if !(r > 0.0 && r <= 10.0) => {
+                return Err(ApiError::bad("repetition_penalty", format!("repetition_penalty must be in (0, 10] (got {r})")))
+            }
+            Some(r) => r as f32,
+        };
+        if let Some(n) = self.n {
+            if n != 1 {
+                return Err(ApiError::bad("n", format!("only n=1 is supported (got {n})")));
+            }
+        }
+        let stop = self.stop.map(OneOrMany::into_vec).unwrap_or_default();
+        if stop.len() > 16 {
+            return Err(ApiError::bad("stop", "at most 16 stop strings"));
+        }
+        if stop.iter().any(|s| s.is_empty()) {
+            return Err(ApiError::bad("stop", "stop strings must not be empty"));
+        }
+        Ok(SamplingParams { temperature, top_p, top_k, seed: self.seed, repetition_penalty, stop, max_tokens, ignore_eos: self.ignore_eos.unwrap_or(false) })
+    }
+}
+
+/// Declares a request body with the sampling fields inline (serde's `flatten` would lose the
+/// field names in error messages).
+macro_rules! body_with_sampling {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident : $t:ty,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Deserialize)]
+        pub struct $name {
+            $($(#[$fm])* pub $f: $t,)*
+            pub max_tokens: Option<i64>,
+            pub max_completion_tokens: Option<i64>,
+            pub temperature: Option<f64>,
+            pub top_p: Option<f64>,
+            pub top_k: Option<i64>,
+            pub seed: Option<u64>,
+            pub stop: Option<OneOrMany>,
+            pub repetition_penalty: Option<f64>,
+            pub n: Option<i64>,
+            pub ignore_eos: Option<bool>,
+        }
+        impl $name {
+            pub fn sampling(&self) -> SamplingFields {
+                SamplingFields {
+                    max_tokens: self.max_tokens,
+                    max_completion_tokens: self.max_completion_tokens,
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                    top_k: self.top_k,
+                    seed: self.seed,
+                    stop: self.stop.clone(),
+                    repetition_penalty: self.repetition_penalty,
+                    n: self.n,
+                    ignore_eos: self.ignore_eos,
+                }
+            }
+        }
+    };
+}
+
+body_with_sampling! {
+    /// `POST /generate`.
+    pub struct GenerateBody {
+        pub prompt: String,
+    }
+}
+
+/// `POST /generate`'s answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GenerateResponse {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub finish_reason: String,
+    pub latency_ms: f64,
+    pub model: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub dummy_weights: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+body_with_sampling! {
+    /// `POST /v1/completions`.
+    pub struct CompletionBody {
+        pub model: Option<String>,
+        pub prompt: OneOrMany,
+        #[serde(default)]
+        pub stream: bool,
+        pub stream_options: Option<StreamOptions>,
+    }
+}
+
+impl CompletionBody {
+    pub fn prompt_text(&self) -> Result<String, ApiError> {
+        match &self.prompt {
+            OneOrMany::One(s) => Ok(s.clone()),
+            OneOrMany::Many(v) if v.len() == 1 => Ok(v[0].clone()),
+            OneOrMany::Many(_) => Err(ApiError::bad("prompt", "send one prompt per request (a string or a list of one string)")),
+        }
+    }
+}
+
+/// Message content: a string or a list of text parts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InMessage {
+    pub role: String,
+    pub content: Option<Content>,
+}
+
+body_with_sampling! {
+    /// `POST /v1/chat/completions`.
+    pub struct ChatBody {
+        pub model: Option<String>,
+        pub messages: Vec<InMessage>,
+        #[serde(default)]
+        pub stream: bool,
+        pub stream_options: Option<StreamOptions>,
+    }
+}
+
+impl ChatBody {
+    pub fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::bad("messages", "messages must hold at least one message"));
+        }
+        let mut out = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.iter().enumerate() {
+            if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "developer" | "tool") {
+                return Err(ApiError::bad(&format!("messages[{i}].role"), format!("unknown role `{}`", m.role)));
+            }
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut s = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => s.push_str(t),
+                            _ => {
+                                return Err(ApiError::bad(
+                                    &format!("messages[{i}].content[{j}]"),
+                                    format!("only text parts are supported (got type `{}`)", p.kind),
+                                ))
+                            }
+                        }
+                    }
+                    s
+                }
+            };
+            let role = if m.role == "developer" { "system".to_string() } else { m.role.clone() };
+            out.push(ChatMessage { role, content });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let e = parse_body::<GenerateBody>(br#"{"prompt": "x", "max_tokens": "ten"}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("max_tokens"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_prompt_names_the_field() {
+        let e = parse_body::<GenerateBody>(br#"{"max_tokens": 3}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("prompt"), "{}", e.message);
+    }
+
+    #[test]
+    fn invalid_json_is_a_body_error() {
+        let e = parse_body::<GenerateBody>(b"{not json").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("body"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn max_tokens_bounds() {
+        let d = || Defaults { max_tokens: 16, temperature: 1.0, top_p: 1.0 };
+        let f = SamplingFields { max_tokens: Some(0), ..Default::default() };
+        assert_eq!(f.validate(d(), 100).unwrap_err().param.as_deref(), Some("max_tokens"));
+        let f = SamplingFields { max_tokens: Some(101), ..Default::default() };
+        assert_eq!(f.validate(d(), 100).unwrap_err().param.as_deref(), Some("max_tokens"));
+        let f = SamplingFields { stop: Some(OneOrMany::One("x".into())), ..Default::default() };
+        let p = f.validate(d(), 100).unwrap();
+        assert_eq!((p.max_tokens, p.stop), (16, vec!["x".to_string()]));
+    }
+}

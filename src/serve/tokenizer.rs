@@ -1,0 +1,192 @@
+//! Text <-> token ids: built from a GGUF file's metadata, from a `tokenizer.json`, or a byte
+//! tokenizer for dummy weights.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+use super::ServeError;
+
+/// Pre-tokenizer regexes of llama.cpp's `llama-bpe` and `qwen2`.
+const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+enum Inner {
+    Hf(Box<Tokenizer>),
+    /// One token per byte, offset by 3 (ids 0..3 are special): for dummy weights.
+    Bytes,
+}
+
+/// A tokenizer with the ids the engine needs to know.
+pub struct TextTokenizer {
+    inner: Inner,
+    /// Tokens that end generation.
+    pub eos_ids: Vec<u32>,
+    pub bos_id: Option<u32>,
+    /// Prepend BOS to raw prompts.
+    pub add_bos: bool,
+}
+
+fn bad(msg: impl Into<String>) -> ServeError {
+    ServeError::Model(msg.into())
+}
+
+impl TextTokenizer {
+    /// Builds the tokenizer a GGUF file describes (`tokenizer.ggml.*`). Only byte-level BPE
+    /// (`tokenizer.ggml.model = gpt2`) with a known pre-tokenizer is supported; anything else is
+    /// an error rather than a guess.
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self, ServeError> {
+        let md = &content.metadata;
+        let get_str = |k: &str| md.get(k).and_then(|v| v.to_string().ok()).cloned();
+        let model = get_str("tokenizer.ggml.model").ok_or_else(|| bad("the GGUF has no tokenizer.ggml.model"))?;
+        if model != "gpt2" {
+            return Err(bad(format!(
+                "tokenizer.ggml.model `{model}` is not supported (only byte-level BPE `gpt2`); use the model's Hugging Face folder with tokenizer.json instead"
+            )));
+        }
+        let pre = get_str("tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
+        let pre_tokenizer = pre_tokenizer_for(&pre)?;
+        let tokens = md
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .ok_or_else(|| bad("the GGUF has no tokenizer.ggml.tokens"))?;
+        let tokens: Vec<String> = tokens.iter().map(|t| t.to_string().cloned().unwrap_or_default()).collect();
+        let merges = md
+            .get("tokenizer.ggml.merges")
+            .and_then(|v| v.to_vec().ok())
+            .ok_or_else(|| bad("the GGUF has no tokenizer.ggml.merges"))?;
+        let mut merge_pairs = Vec::with_capacity(merges.len());
+        for m in merges {
+            let s = m.to_string().map_err(|_| bad("tokenizer.ggml.merges holds a non-string"))?;
+            let (a, b) = s.split_once(' ').ok_or_else(|| bad(format!("malformed merge `{s}` in tokenizer.ggml.merges")))?;
+            merge_pairs.push((a.to_string(), b.to_string()));
+        }
+        let types: Vec<i32> = md
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| v.iter().map(|t| t.to_i32().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let vocab: ahash::AHashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merge_pairs)
+            .build()
+            .map_err(|e| bad(format!("cannot build the BPE tokenizer from the GGUF: {e}")))?;
+        let mut tk = Tokenizer::new(bpe);
+        tk.with_pre_tokenizer(Some(pre_tokenizer));
+        tk.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
+        // Control (3) and user-defined (4) tokens are matched whole in the input, as llama.cpp does.
+        let specials: Vec<AddedToken> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == 3 || **t == 4)
+            .map(|(i, t)| AddedToken::from(tokens[i].clone(), *t == 3))
+            .collect();
+        tk.add_special_tokens(specials).map_err(|e| bad(format!("cannot add the special tokens: {e}")))?;
+        let get_u32 = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
+        let eos = get_u32("tokenizer.ggml.eos_token_id");
+        let mut eos_ids: Vec<u32> = eos.into_iter().collect();
+        // Chat models end turns with these even when the GGUF names another EOS.
+        for name in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"] {
+            if let Some(id) = tk.token_to_id(name) {
+                if !eos_ids.contains(&id) {
+                    eos_ids.push(id);
+                }
+            }
+        }
+        let add_bos = md.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
+        Ok(Self { inner: Inner::Hf(Box::new(tk)), eos_ids, bos_id: get_u32("tokenizer.ggml.bos_token_id"), add_bos })
+    }
+
+    /// Loads `tokenizer.json` of a Hugging Face folder; EOS ids come from `config.json`'s
+    /// `eos_token_id` (number or list) and the usual end-of-turn tokens.
+    pub fn from_hf_folder(dir: &Path, config: &serde_json::Value) -> Result<Self, ServeError> {
+        let path = dir.join("tokenizer.json");
+        let tk = Tokenizer::from_file(&path)
+            .map_err(|e| bad(format!("cannot read {}: {e}; the folder needs the model's tokenizer.json", path.display())))?;
+        let mut eos_ids: Vec<u32> = match &config["eos_token_id"] {
+            serde_json::Value::Number(n) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_u64().map(|v| v as u32)).collect(),
+            _ => vec![],
+        };
+        for name in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>"] {
+            if let Some(id) = tk.token_to_id(name) {
+                if !eos_ids.contains(&id) {
+                    eos_ids.push(id);
+                }
+            }
+        }
+        let bos_id = config["bos_token_id"].as_u64().map(|v| v as u32);
+        // tokenizer.json's post-processor adds BOS itself where the model wants it.
+        Ok(Self { inner: Inner::Hf(Box::new(tk)), eos_ids, bos_id, add_bos: false })
+    }
+
+    /// A byte tokenizer for dummy weights (the text is meaningless anyway).
+    pub fn bytes() -> Self {
+        Self { inner: Inner::Bytes, eos_ids: vec![2], bos_id: Some(1), add_bos: false }
+    }
+
+    /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ServeError> {
+        let mut ids = Vec::new();
+        if self.add_bos {
+            ids.extend(self.bos_id);
+        }
+        match &self.inner {
+            Inner::Hf(tk) => {
+                let enc = tk.encode(text, true).map_err(|e| ServeError::Internal(format!("tokenizer: {e}")))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
+            Inner::Bytes => ids.extend(text.bytes().map(|b| b as u32 + 3)),
+        }
+        Ok(ids)
+    }
+
+    /// Text of `ids`, special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match &self.inner {
+            Inner::Hf(tk) => tk.decode(ids, true).unwrap_or_default(),
+            Inner::Bytes => {
+                let bytes: Vec<u8> = ids.iter().filter(|&&i| i >= 3).map(|&i| ((i - 3) % 256) as u8).collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        }
+    }
+
+    /// The id of a token written out (`<|im_end|>`).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match &self.inner {
+            Inner::Hf(tk) => tk.token_to_id(token),
+            Inner::Bytes => None,
+        }
+    }
+}
+
+fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper, ServeError> {
+    let byte_level = |regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, regex));
+    let split = |re: &str| -> Result<PreTokenizerWrapper, ServeError> {
+        let s = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| ServeError::Internal(format!("pre-tokenizer regex: {e}")))?;
+        Ok(PreTokenizerWrapper::Split(s))
+    };
+    Ok(match pre {
+        // llama.cpp's `smollm`: every digit alone, then GPT-2's byte-level split.
+        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            byte_level(true),
+        ])),
+        "gpt2" | "default" => byte_level(true),
+        "llama-bpe" | "llama3" => PreTokenizerWrapper::Sequence(Sequence::new(vec![split(LLAMA3_REGEX)?, byte_level(false)])),
+        "qwen2" => PreTokenizerWrapper::Sequence(Sequence::new(vec![split(QWEN2_REGEX)?, byte_level(false)])),
+        other => {
+            return Err(bad(format!(
+                "the GGUF's pre-tokenizer `{other}` (tokenizer.ggml.pre) is not supported (known: smollm, gpt2, llama-bpe, qwen2); use the model's Hugging Face folder with tokenizer.json instead"
+            )))
+        }
+    })
+}
