@@ -346,3 +346,15 @@ fn the_report_loads_back_through_the_contract() {
     assert_eq!(file.runs().len(), 1);
     assert_eq!(file.runs()[0].counts.ok, 3);
 }
+
+#[test]
+fn duration_counts_from_the_end_of_a_counted_warmup() {
+    // Each request takes about 300 ms; 3 warm-up requests take about 0.9 s, then 1.2 s are measured.
+    let server = FakeServer::start(FakeConfig { ttft: Duration::from_millis(300), tokens: 1, ..FakeConfig::default() });
+    let run = load_test(&["--url", &server.url("/generate"), "-c", "1", "--warmup", "3", "--duration", "1200ms"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.report.unwrap();
+    assert_eq!(r["counts"]["warmup"], 3);
+    let ok = r["counts"]["ok"].as_u64().unwrap();
+    assert!(ok >= 3, "the measurement gets its full duration after the warm-up: {ok} ok");
+}

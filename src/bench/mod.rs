@@ -196,8 +196,8 @@ pub async fn run_cli(args: BenchArgs, quiet: bool) -> Result<ExitStatus, BenchEr
             return Err(BenchError::Interrupted(settings.out_dir.clone()));
         }
     }
+    // compare prints the table, the verdict and where the report is.
     compare(&measured, &args, &settings, quiet)?;
-    println!("report: {}", settings.out_dir.join("comparison.md").display());
     Ok(ExitStatus::Success)
 }
 

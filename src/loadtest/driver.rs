@@ -38,7 +38,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    fn warmup_requests(&self) -> u64 {
+    pub fn warmup_requests(&self) -> u64 {
         match self.warmup {
             Some(Warmup::Requests(n)) => n,
             _ => 0,
@@ -57,9 +57,10 @@ impl Limits {
         self.requests.map(|n| n + self.warmup_requests())
     }
 
-    /// Offset from t0 after which no request is sent, when time-limited.
-    fn stop_after(&self) -> Option<Duration> {
-        self.duration.map(|d| d + self.warmup_time())
+    /// When measuring starts, if that is known before the run: after a timed warm-up (or at
+    /// once); a counted warm-up ends when its last request has been sent.
+    fn measure_start_offset(&self) -> Option<Duration> {
+        (self.warmup_requests() == 0).then(|| self.warmup_time())
     }
 
     fn is_warmup(&self, index: u64, offset: Duration) -> bool {
@@ -83,6 +84,8 @@ pub struct Outcome {
 
 struct Shared {
     target: Arc<Target>,
+    /// When the measurement (and so `--duration`) starts.
+    measure_start: Arc<std::sync::OnceLock<Instant>>,
     limits: Limits,
     live: Arc<Live>,
     log: Option<Arc<RequestLog>>,
@@ -91,6 +94,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// When no more requests may be sent (time-limited runs), once the measurement has started.
+    fn deadline(&self) -> Option<Instant> {
+        let duration = self.limits.duration?;
+        self.measure_start.get().map(|start| *start + duration)
+    }
+
     /// Sends one request unless cancelled; `None` when cancelled before it finished.
     async fn send(&self, index: u64) -> Option<Exchange> {
         let ex = tokio::select! {
@@ -127,7 +136,11 @@ pub async fn drive(
     let started_at = std::time::SystemTime::now();
     // A short head start so the first requests are not late because of set-up.
     let t0 = Instant::now() + Duration::from_millis(5);
-    let shared = Arc::new(Shared { target, limits, live, log, cancel, t0 });
+    let measure_start = Arc::new(std::sync::OnceLock::new());
+    if let Some(offset) = limits.measure_start_offset() {
+        let _ = measure_start.set(t0 + offset);
+    }
+    let shared = Arc::new(Shared { target, measure_start, limits, live, log, cancel, t0 });
     let recorder = match point {
         Point::Closed { concurrency } => closed_loop(shared, concurrency).await,
         Point::Open { rate, arrival, max_concurrency } => open_loop(shared, rate, arrival, max_concurrency).await,
@@ -148,6 +161,7 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
         let workers = (concurrency as usize + threads - 1 - k) / threads;
         let shared = Arc::new(Shared {
             target: shared.target.fork(),
+            measure_start: shared.measure_start.clone(),
             limits: shared.limits.clone(),
             live: shared.live.clone(),
             log: shared.log.clone(),
@@ -197,9 +211,9 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
 /// One closed-loop worker: sends the next request when its last one ended.
 async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>, rec: Arc<Mutex<Recorder>>) {
     let total = shared.limits.total_requests();
-    let stop = shared.limits.stop_after().map(|d| shared.t0 + d);
+    let first_measured = shared.limits.warmup_requests();
     loop {
-        if shared.cancel.is_cancelled() || stop.is_some_and(|s| Instant::now() >= s) {
+        if shared.cancel.is_cancelled() || shared.deadline().is_some_and(|s| Instant::now() >= s) {
             break;
         }
         let index = next.fetch_add(1, Ordering::Relaxed);
@@ -207,6 +221,9 @@ async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>, rec: Arc<Mutex<Record
             break;
         }
         let start = Instant::now();
+        if index == first_measured {
+            let _ = shared.measure_start.set(start);
+        }
         let warmup = shared.limits.is_warmup(index, start.saturating_duration_since(shared.t0));
         let ex = shared.send(index).await;
         shared.log(index, start, warmup, ex.as_ref());
@@ -223,14 +240,19 @@ async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>, rec: Arc<Mutex<Record
 /// After the last send, cancels whatever is still in flight once the drain time has passed.
 fn spawn_drain_watchdog(shared: &Arc<Shared>) -> CancellationToken {
     let done = CancellationToken::new();
-    if let Some(stop) = shared.limits.stop_after() {
-        let deadline = shared.t0 + stop + shared.limits.drain;
-        let cancel = shared.cancel.clone();
+    if shared.limits.duration.is_some() {
+        let shared = shared.clone();
         let done2 = done.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline.into()) => cancel.cancel(),
-                _ = done2.cancelled() => {}
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = done2.cancelled() => return,
+                }
+                if shared.deadline().is_some_and(|d| Instant::now() >= d + shared.limits.drain) {
+                    shared.cancel.cancel();
+                    return;
+                }
             }
         });
     }
@@ -285,10 +307,18 @@ async fn open_loop(shared: Arc<Shared>, rate: f64, arrival: Arrival, max_concurr
         let idle = idle.clone();
         std::thread::Builder::new().name("gpubench-schedule".into()).spawn(move || {
             let total = shared.limits.total_requests();
-            let stop = shared.limits.stop_after();
+            let first_measured = shared.limits.warmup_requests();
+            let mut measure_from = shared.limits.measure_start_offset();
             for (index, offset) in Schedule::new(rate, arrival, shared.limits.seed).enumerate() {
                 let index = index as u64;
-                if total.is_some_and(|t| index >= t) || stop.is_some_and(|s| offset >= s) {
+                if index == first_measured && measure_from.is_none() {
+                    measure_from = Some(offset);
+                }
+                let past_deadline = match (shared.limits.duration, measure_from) {
+                    (Some(d), Some(from)) => offset >= from + d,
+                    _ => false,
+                };
+                if total.is_some_and(|t| index >= t) || past_deadline {
                     break;
                 }
                 let intended = shared.t0 + offset;
