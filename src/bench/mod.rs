@@ -61,15 +61,15 @@ pub struct BenchArgs {
     /// Model for the local servers (default: the default model, provisioned once).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Device of the local servers: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Local phases to run, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Phase::BareMetal, Phase::Sharing, Phase::Batched])]
+    /// Device of the local servers: cpu, cuda or cuda:N [default: cpu].
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Local phases to run, in order [default: bare-metal,sharing,batched].
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub phases: Vec<Phase>,
-    /// Servers started by the sharing phase.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=16))]
-    pub sharing_servers: u32,
+    /// Servers started by the sharing phase [default: 3].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    pub sharing_servers: Option<u32>,
     /// A remote deployment to add to the comparison, NAME=URL (repeatable), e.g. kubernetes=http://10.0.0.5:8000/generate.
     #[arg(long = "target", value_name = "NAME=URL", value_parser = parse_target)]
     pub targets: Vec<(String, String)>,
@@ -82,12 +82,106 @@ pub struct BenchArgs {
     /// Tokens generated per request (default 32; --quick 16).
     #[arg(long)]
     pub max_tokens: Option<u32>,
-    /// Price of one GPU hour for the cost model.
-    #[arg(long, default_value_t = 2.0)]
-    pub gpu_hour_cost: f64,
+    /// Price of one GPU hour for the cost model [default: 2.0].
+    #[arg(long)]
+    pub gpu_hour_cost: Option<f64>,
     /// Where the runs and the comparison go (default: reports/bench-YYYYMMDD-HHMMSS).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// A TOML file with any of these settings (flags given on the command line win), e.g.
+    /// `phases = ["bare-metal", "batched"]`, `concurrency = [1, 4]`, `point_duration = "10s"`,
+    /// and `[[target]]` tables with `name` and `url`. Paths are relative to the file.
+    #[arg(long, value_name = "bench.toml")]
+    pub config: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn device(&self) -> &str {
+        self.device.as_deref().unwrap_or("cpu")
+    }
+
+    fn sharing_servers(&self) -> u32 {
+        self.sharing_servers.unwrap_or(3)
+    }
+
+    /// Fills what the command line left open from `--config`.
+    fn merge_config(&mut self) -> Result<(), BenchError> {
+        let Some(path) = self.config.clone() else { return Ok(()) };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| BenchError::Usage(format!("cannot read --config {}: {e}", path.display())))?;
+        let cfg: BenchConfig = toml::from_str(&text)
+            .map_err(|e| BenchError::Usage(format!("--config {}: {}", path.display(), e.to_string().trim())))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let bad = |field: &str, why: String| BenchError::Usage(format!("--config {}: {field}: {why}", path.display()));
+        self.quick |= cfg.quick.unwrap_or(false);
+        if self.model.is_none() {
+            self.model = cfg.model.map(|m| base.join(m));
+        }
+        if self.device.is_none() {
+            self.device = cfg.device;
+        }
+        if self.phases.is_empty() {
+            for name in cfg.phases.unwrap_or_default() {
+                self.phases.push(Phase::from_str(&name, true).map_err(|_| {
+                    bad("phases", format!("unknown phase '{name}': use bare-metal, sharing, batched or none"))
+                })?);
+            }
+        }
+        if self.sharing_servers.is_none() {
+            if let Some(n) = cfg.sharing_servers {
+                if !(2..=16).contains(&n) {
+                    return Err(bad("sharing_servers", format!("{n} is not in 2..=16")));
+                }
+                self.sharing_servers = Some(n);
+            }
+        }
+        if self.concurrency.is_empty() {
+            self.concurrency = cfg.concurrency.unwrap_or_default();
+        }
+        if self.point_duration.is_none() {
+            if let Some(d) = cfg.point_duration {
+                self.point_duration = Some(crate::util::parse_duration(&d).map_err(|e| bad("point_duration", e))?);
+            }
+        }
+        if self.max_tokens.is_none() {
+            self.max_tokens = cfg.max_tokens;
+        }
+        if self.gpu_hour_cost.is_none() {
+            self.gpu_hour_cost = cfg.gpu_hour_cost;
+        }
+        if self.out_dir.is_none() {
+            self.out_dir = cfg.out_dir.map(|d| base.join(d));
+        }
+        for t in cfg.target {
+            self.targets.push(parse_target(&format!("{}={}", t.name, t.url)).map_err(|e| bad("target", e))?);
+        }
+        Ok(())
+    }
+}
+
+/// `bench --config FILE`: the same settings as the flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BenchConfig {
+    quick: Option<bool>,
+    model: Option<PathBuf>,
+    device: Option<String>,
+    phases: Option<Vec<String>>,
+    sharing_servers: Option<u32>,
+    concurrency: Option<Vec<u32>>,
+    point_duration: Option<String>,
+    max_tokens: Option<u32>,
+    gpu_hour_cost: Option<f64>,
+    out_dir: Option<PathBuf>,
+    #[serde(default)]
+    target: Vec<TargetConfig>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetConfig {
+    name: String,
+    url: String,
 }
 
 fn parse_target(text: &str) -> Result<(String, String), String> {
@@ -143,7 +237,11 @@ struct Measured {
     servers_per_device: u32,
 }
 
-pub async fn run_cli(args: BenchArgs, quiet: bool) -> Result<ExitStatus, BenchError> {
+pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, BenchError> {
+    args.merge_config()?;
+    if args.phases.is_empty() {
+        args.phases = vec![Phase::BareMetal, Phase::Sharing, Phase::Batched];
+    }
     let phases: Vec<Phase> = args.phases.iter().copied().filter(|p| *p != Phase::None).collect();
     if phases.is_empty() && args.targets.is_empty() {
         return Err(BenchError::Usage("nothing to measure: --phases none needs at least one --target NAME=URL".into()));
@@ -225,7 +323,7 @@ async fn run_phase(
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (count, batch, threads) = match phase {
         Phase::BareMetal => (1, 1, cores),
-        Phase::Sharing => (args.sharing_servers, 1, (cores / args.sharing_servers as usize).max(1)),
+        Phase::Sharing => (args.sharing_servers(), 1, (cores / args.sharing_servers() as usize).max(1)),
         _ => (1, 16, cores),
     };
     let name = phase.name();
@@ -240,7 +338,7 @@ async fn run_phase(
             "--port".into(),
             port.to_string(),
             "--device".into(),
-            args.device.clone(),
+            args.device().to_string(),
             "--threads".into(),
             threads.to_string(),
             "--max-batch-size".into(),
@@ -250,7 +348,7 @@ async fn run_phase(
             serve_args.push("--model".into());
             serve_args.push(m.display().to_string());
         }
-        if phase == Phase::Sharing && args.device.starts_with("cuda") {
+        if phase == Phase::Sharing && args.device().starts_with("cuda") {
             serve_args.push("--gpu-memory-fraction".into());
             serve_args.push(format!("{:.2}", 0.95 / count as f64));
         }
@@ -270,7 +368,7 @@ async fn run_phase(
 
     let metrics_csv = settings.out_dir.join(format!("{name}-metrics.csv"));
     let metrics_args: Vec<String> = [
-        "metrics", "--source", if args.device.starts_with("cuda") { "nvml" } else { "cpu" }, "--interval", "500ms",
+        "metrics", "--source", if args.device().starts_with("cuda") { "nvml" } else { "cpu" }, "--interval", "500ms",
         "--duration", "6h", "--out",
     ]
     .iter()
@@ -346,7 +444,7 @@ fn compare(measured: &[Measured], args: &BenchArgs, settings: &Settings, quiet: 
     }
     compare_args.extend([
         "--gpu-hour-cost".into(),
-        args.gpu_hour_cost.to_string(),
+        args.gpu_hour_cost.unwrap_or(2.0).to_string(),
         "--out-dir".into(),
         settings.out_dir.display().to_string(),
     ]);
@@ -372,6 +470,42 @@ fn compare(measured: &[Measured], args: &BenchArgs, settings: &Settings, quiet: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    #[test]
+    fn config_fills_what_the_flags_leave_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("bench.toml");
+        std::fs::write(
+            &cfg,
+            "phases = [\"batched\"]\nconcurrency = [1, 4]\npoint_duration = \"3s\"\nmodel = \"m.gguf\"\n\
+             [[target]]\nname = \"k8s\"\nurl = \"http://10.0.0.5:8000/generate\"\n",
+        )
+        .unwrap();
+        let cfg_arg = cfg.display().to_string();
+        let mut args = Cli::parse_from(["bench", "--config", cfg_arg.as_str(), "--concurrency", "2"]).args;
+        args.merge_config().unwrap();
+        assert_eq!(args.phases, vec![Phase::Batched]);
+        assert_eq!(args.concurrency, vec![2], "the command line wins");
+        assert_eq!(args.point_duration, Some(Duration::from_secs(3)));
+        assert_eq!(args.model, Some(dir.path().join("m.gguf")), "paths are relative to the file");
+        assert_eq!(args.targets, vec![("k8s".to_string(), "http://10.0.0.5:8000/generate".to_string())]);
+        assert_eq!(args.device(), "cpu");
+
+        std::fs::write(&cfg, "phases = [\"cloud\"]\n").unwrap();
+        let mut args = Cli::parse_from(["bench", "--config", cfg_arg.as_str()]).args;
+        assert!(args.merge_config().unwrap_err().to_string().contains("unknown phase 'cloud'"));
+        std::fs::write(&cfg, "concurrancy = [1]\n").unwrap();
+        let mut args = Cli::parse_from(["bench", "--config", cfg_arg.as_str()]).args;
+        let e = args.merge_config().unwrap_err().to_string();
+        assert!(e.contains("concurrancy") && e.contains("bench.toml"), "{e}");
+    }
 
     #[test]
     fn targets_are_name_equals_url() {
