@@ -43,6 +43,15 @@ pub fn runtime_check(info: &DockerInfo) -> CheckResult {
             "start it (sudo systemctl start docker) or add your user to the docker group",
         );
     }
+    if info.server_version.as_deref().is_none_or(str::is_empty) {
+        // Newer clients print the JSON with empty server fields (and the error on stderr).
+        return CheckResult::fail(
+            B,
+            name,
+            "the Docker daemon is not reachable: docker info reports no server",
+            "start it (sudo systemctl start docker) or add your user to the docker group",
+        );
+    }
     let runtimes: Vec<&str> = info.runtimes.iter().flat_map(|r| r.keys()).map(String::as_str).collect();
     let default = info.default_runtime.as_deref().unwrap_or("?");
     let server = info.server_version.as_deref().unwrap_or("?");
@@ -103,6 +112,15 @@ pub async fn checks() -> Vec<CheckResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_without_a_daemon_is_named() {
+        let info =
+            parse_docker_info(r#"{"ServerVersion":"","Runtimes":null,"DefaultRuntime":"","ClientInfo":{"Version":"28.2.2"}}"#)
+                .unwrap();
+        let c = runtime_check(&info);
+        assert!(c.detail.contains("daemon is not reachable"), "{}", c.detail);
+    }
     use crate::check::Status;
 
     #[test]
