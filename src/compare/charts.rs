@@ -122,14 +122,7 @@ fn throughput(c: &Comparison, path: &Path) -> DrawResult {
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .draw()?;
-    for (i, (p, data)) in c.phases.iter().zip(&series).enumerate() {
-        let col = color(i);
-        chart
-            .draw_series(LineSeries::new(data.iter().copied(), col.stroke_width(3)))?
-            .label(p.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(3)));
-        chart.draw_series(data.iter().map(|&xy| Circle::new(xy, 5, col.filled())))?;
-    }
+    phase_lines(&mut chart, c, &series)?;
     legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
@@ -168,14 +161,7 @@ fn saturation(c: &Comparison, path: &Path) -> DrawResult {
             .label(format!("SLO e2e p95 {}", crate::util::human_ms(*slo)))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], slo_color.stroke_width(2)));
     }
-    for (i, (p, data)) in c.phases.iter().zip(&series).enumerate() {
-        let col = color(i);
-        chart
-            .draw_series(LineSeries::new(data.iter().copied(), col.stroke_width(3)))?
-            .label(p.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(3)));
-        chart.draw_series(data.iter().map(|&xy| Circle::new(xy, 5, col.filled())))?;
-    }
+    phase_lines(&mut chart, c, &series)?;
     legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
@@ -294,6 +280,26 @@ fn cost(c: &Comparison, title: &str, path: &Path) -> DrawResult {
         chart.draw_series(std::iter::once(Text::new(text, (SegmentValue::CenterOf(i as i32), y), style)))?;
     }
     root.present()?;
+    Ok(())
+}
+
+/// One line with dots per phase, in the phase's colour, with its legend entry.
+fn phase_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    c: &Comparison,
+    series: &[Vec<(f64, f64)>],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    for (i, (p, data)) in c.phases.iter().zip(series).enumerate() {
+        let col = color(i);
+        chart
+            .draw_series(LineSeries::new(data.iter().copied(), col.stroke_width(3)))?
+            .label(p.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(3)));
+        chart.draw_series(data.iter().map(|&xy| Circle::new(xy, 5, col.filled())))?;
+    }
     Ok(())
 }
 

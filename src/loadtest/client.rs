@@ -81,6 +81,15 @@ impl Answer {
     pub fn output_tokens(&self) -> Option<u64> {
         self.usage.completion_tokens.or(self.streamed_events)
     }
+
+    /// Time per output token after the first: (e2e - ttft) / (output tokens - 1), given both
+    /// measured from the same start; `None` when not streamed or with one token.
+    pub fn tpot(&self, e2e: Duration, ttft: Option<Duration>) -> Option<Duration> {
+        match (ttft, self.output_tokens()) {
+            (Some(t), Some(n)) if n > 1 => Some(e2e.saturating_sub(t) / u32::try_from(n - 1).unwrap_or(u32::MAX)),
+            _ => None,
+        }
+    }
 }
 
 /// One finished exchange.

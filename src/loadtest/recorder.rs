@@ -202,10 +202,7 @@ impl Recorder {
                     record(&mut self.itl, *gap);
                 }
                 let out = answer.output_tokens();
-                let tpot = match (ttft, out) {
-                    (Some(t), Some(n)) if n > 1 => Some(e2e.saturating_sub(t) / (n as u32 - 1).max(1)),
-                    _ => None,
-                };
+                let tpot = answer.tpot(e2e, ttft);
                 if let Some(tp) = tpot {
                     record(&mut self.tpot, tp);
                 }

@@ -54,10 +54,7 @@ impl RequestLog {
             Some((ex, Ok(a))) => {
                 let e2e = ex.done.saturating_duration_since(intended);
                 let ttft = a.first_token.map(|t| t.saturating_duration_since(intended));
-                let tpot = match (ttft, a.output_tokens()) {
-                    (Some(t), Some(n)) if n > 1 => Some(ms(e2e.saturating_sub(t) / (n as u32 - 1))),
-                    _ => None,
-                };
+                let tpot = a.tpot(e2e, ttft).map(ms);
                 (
                     String::new(),
                     String::new(),
