@@ -124,7 +124,7 @@ pub fn load_into(state: &AppState, source: &ModelSource, device: &candle_core::D
         tracing::warn!("serving RANDOM weights (--load-format dummy): the text is meaningless, the speed is real");
     }
     model.model.cfg.context = model.model.cfg.context.min(32_768);
-    tracing::info!("model loaded in {:.1}s", started.elapsed().as_secs_f64());
+    tracing::info!("model loaded in {:.1}s ({})", started.elapsed().as_secs_f64(), model.model.describe());
     state.install(model);
     Ok(())
 }

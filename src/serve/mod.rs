@@ -190,6 +190,7 @@ pub async fn run_cli(args: ServeArgs, quiet: bool) -> Result<crate::ExitStatus, 
             return Err(ServeError::Usage("--threads must be at least 1".into()));
         }
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        model::cpu::set_threads(n);
     }
     let device = parse_device(&args.device)?;
     let (source, default_name) = {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Tensor};
 
-use super::{Layer, Llama, LlamaConfig};
+use super::candle::{Layer, Llama};
+use super::{cpu, LlamaConfig, Model};
 use crate::serve::template::ChatTemplate;
 use crate::serve::tokenizer::TextTokenizer;
 use crate::serve::ServeError;
@@ -87,7 +88,7 @@ pub enum ModelSource {
 
 /// Everything the engine needs about a model.
 pub struct LoadedModel {
-    pub model: Llama,
+    pub model: Model,
     pub tokenizer: TextTokenizer,
     pub template: ChatTemplate,
     /// Whether the weights are random (`--load-format dummy`).
@@ -152,6 +153,7 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(ce(name));
     let embed_q = read("token_embd.weight")?;
     let vocab = embed_q.shape().dims().first().copied().unwrap_or(0);
+    drop(read);
     let cfg = LlamaConfig {
         hidden,
         intermediate: get("feed_forward_length")? as usize,
@@ -165,6 +167,14 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
         context: get("context_length").map(|v| v as usize).unwrap_or(4096),
         rope_interleaved: true,
     };
+    if use_cpu_kernels(device) {
+        drop(embed_q);
+        let has_output = content.tensor_infos.contains_key("output.weight");
+        let mut read = |name: &str| content.tensor(&mut file, name, &Device::Cpu).map_err(|e| format!("{name}: {e}"));
+        let m = cpu::from_gguf(cfg.clone(), &mut read, has_output).map_err(bad)?;
+        return Ok(LoadedModel { model: Model::cpu(m, cfg), tokenizer, template, dummy: false });
+    }
+    let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(ce(name));
     let embed = embed_q.dequantize(device).map_err(ce("token_embd.weight"))?;
     let mut layers = Vec::with_capacity(layers_n);
     for i in 0..layers_n {
@@ -187,8 +197,13 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     } else {
         QMatMul::from_qtensor(embed_q).map_err(ce("token_embd.weight"))?
     };
-    let model = Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?;
+    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?);
     Ok(LoadedModel { model, tokenizer, template, dummy: false })
+}
+
+/// CPU models run on our own kernels unless `GPUBENCH_CPU_BACKEND=candle`.
+fn use_cpu_kernels(device: &Device) -> bool {
+    device.is_cpu() && cpu::enabled()
 }
 
 fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
@@ -232,6 +247,22 @@ fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     let get = |name: &str| -> Result<Tensor, ServeError> {
         st.load(name, device).and_then(|t| t.to_dtype(DType::F32)).map_err(ce(name))
     };
+    let tokenizer = TextTokenizer::from_hf_folder(dir, &c)?;
+    let tc: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let token_text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    let template = ChatTemplate::new(tc["chat_template"].as_str(), &token_text(&tc["bos_token"]), &token_text(&tc["eos_token"]))?;
+    if use_cpu_kernels(device) {
+        let raw = |name: &str| st.load(name, &Device::Cpu).map_err(|e| format!("{name}: {e}"));
+        let m = cpu::from_hf(cfg.clone(), &raw, tied).map_err(bad)?;
+        return Ok(LoadedModel { model: Model::cpu(m, cfg), tokenizer, template, dummy: false });
+    }
     let lin = |name: &str| -> Result<QMatMul, ServeError> { Ok(QMatMul::Tensor(get(name)?)) };
     let embed = get("model.embed_tokens.weight")?;
     let mut layers = Vec::with_capacity(cfg.layers);
@@ -251,23 +282,17 @@ fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     }
     let norm = get("model.norm.weight")?;
     let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { lin("lm_head.weight")? };
-    let tokenizer = TextTokenizer::from_hf_folder(dir, &c)?;
-    let tc: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
-    let token_text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).unwrap_or("").to_string(),
-        _ => String::new(),
-    };
-    let template = ChatTemplate::new(tc["chat_template"].as_str(), &token_text(&tc["bos_token"]), &token_text(&tc["eos_token"]))?;
-    let model = Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?;
+    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?);
     Ok(LoadedModel { model, tokenizer, template, dummy: false })
 }
 
 fn load_dummy(arch: Arch, device: &Device) -> Result<LoadedModel, ServeError> {
     let (cfg, tied) = arch.config();
+    let tokenizer = TextTokenizer::bytes();
+    if use_cpu_kernels(device) {
+        let m = cpu::random(cfg.clone(), tied).map_err(bad)?;
+        return Ok(LoadedModel { model: Model::cpu(m, cfg), tokenizer, template: ChatTemplate::new(None, "", "")?, dummy: true });
+    }
     let rnd = |rows: usize, cols: usize| -> Result<Tensor, ServeError> {
         Tensor::randn(0f32, 0.02, (rows, cols), device).map_err(ce("random weights"))
     };
@@ -290,6 +315,6 @@ fn load_dummy(arch: Arch, device: &Device) -> Result<LoadedModel, ServeError> {
     }
     let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { QMatMul::Tensor(rnd(cfg.vocab, h)?) };
     let norm = ones(h)?;
-    let model = Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?;
-    Ok(LoadedModel { model, tokenizer: TextTokenizer::bytes(), template: ChatTemplate::new(None, "", "")?, dummy: true })
+    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?);
+    Ok(LoadedModel { model, tokenizer, template: ChatTemplate::new(None, "", "")?, dummy: true })
 }
