@@ -200,6 +200,18 @@ def serve_rows(report):
     return rows
 
 
+def first_error(path):
+    """The first `error:` line of a log, shortened; None when there is none."""
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if line.startswith("error:"):
+                    return line.strip()[:140]
+    except OSError:
+        pass
+    return None
+
+
 def fmt(v, digits=1):
     if v is None:
         return "-"
@@ -235,7 +247,10 @@ def cmd_summarize(a):
     summary["matmul_tflops"] = load.get("tflops") if load else None
 
     rows = []
-    rows.append(("self-test", f"{passed}/{len(selftest)} checks passed" if selftest else "not run"))
+    failed_checks = [s.get("check", "?") for s in selftest if not s.get("passed")]
+    rows.append(("self-test", f"{passed}/{len(selftest)} checks passed"
+                 + (f"; failed: {', '.join(failed_checks)}" if failed_checks else "") if selftest
+                 else first_error(os.path.join(out, "self-test.log")) or "not run"))
     rows.append(("device copy bandwidth", f"{fmt(bw_gbs)} GB/s (read+write)" if bw_gbs else "not measured"))
     if summary["matmul_tflops"] is not None:
         rows.append(("matmul load (torch)", f"{fmt(summary['matmul_tflops'])} TFLOP/s"))
@@ -243,7 +258,8 @@ def cmd_summarize(a):
     for name in ("dummy", "gguf"):
         rep = load_json(os.path.join(out, f"serve-{name}.json"))
         if rep is None:
-            rows.append((f"serve {name}", "not measured (see steps)"))
+            rows.append((f"serve {name}", first_error(os.path.join(out, f"serve-{name}.server.log"))
+                         or "not measured (see steps)"))
             continue
         r = serve_rows(rep)
         summary[f"serve_{name}"] = r

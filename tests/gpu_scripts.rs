@@ -116,7 +116,7 @@ fn summary_computes_the_bandwidth_bound_and_lists_failed_steps() {
     let out = peer(&["summarize", d.to_str().unwrap(), "--arch", "llama-3.2-1b", "--weight-bytes", "4"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let text = stdout_of(&out);
-    assert!(text.contains("1/2 checks passed"), "{text}");
+    assert!(text.contains("1/2 checks passed; failed: b"), "{text}");
     let row = |key: &str| -> String {
         text.lines().find(|l| l.starts_with(key)).map(|l| l[key.len()..].trim().to_string()).unwrap_or_default()
     };
