@@ -112,20 +112,19 @@ def cmd_generate(a):
     torch = need_torch(a.device)
     try:
         import transformers
-        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
     except ImportError:
         fail("transformers is not installed for this python3 (pip install transformers)")
     h, i, layers, heads, kv, vocab, tied, theta = ARCHS[a.arch]
     cfg = LlamaConfig(hidden_size=h, intermediate_size=i, num_hidden_layers=layers, num_attention_heads=heads,
                       num_key_value_heads=kv, vocab_size=vocab, tie_word_embeddings=tied, rope_theta=theta,
-                      max_position_embeddings=8192, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                      max_position_embeddings=8192, bos_token_id=None, eos_token_id=None, pad_token_id=0)
     dtype = getattr(torch, a.dtype)
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(a.device):
         model = LlamaForCausalLM(cfg).to(dtype).eval()
     build_s = time.perf_counter() - t0
-    gen = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
     results = []
     for batch in a.batch:
         ids = torch.randint(3, vocab, (batch, a.prompt_tokens), device=a.device)
@@ -134,9 +133,11 @@ def cmd_generate(a):
         def run(new_tokens):
             sync(torch, a.device)
             start = time.perf_counter()
+            # Greedy, no end-of-sequence token: every sequence makes exactly new_tokens tokens.
+            gc = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                  eos_token_id=None, pad_token_id=0)
             with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
-                                     min_new_tokens=new_tokens, **gen)
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc)
             sync(torch, a.device)
             return time.perf_counter() - start, out.shape[1] - a.prompt_tokens
 
