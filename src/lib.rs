@@ -14,6 +14,7 @@ pub mod loadtest;
 pub mod metrics;
 pub mod models;
 pub mod report;
+pub mod selftest;
 pub mod serve;
 pub mod util;
 

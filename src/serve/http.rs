@@ -133,7 +133,8 @@ pub fn load_into(state: &AppState, source: &ModelSource, device: &candle_core::D
 #[cfg(feature = "cuda")]
 fn device_memory_bytes(device: &candle_core::Device) -> Option<usize> {
     match device {
-        candle_core::Device::Cuda(_) => candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok().map(|(_free, total)| total),
+        // Through the device's own context: it is bound to this thread first, and cuda:N asks device N.
+        candle_core::Device::Cuda(d) => d.cuda_stream().context().mem_get_info().ok().map(|(_free, total)| total),
         _ => None,
     }
 }
