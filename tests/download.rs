@@ -485,3 +485,15 @@ fn an_interrupted_parallel_download_resumes_from_its_recorded_prefix_only() {
         }
     }
 }
+
+#[test]
+fn parallel_ranges_cope_with_servers_that_answer_more_than_the_range() {
+    let repo = big_repo();
+    let hub = FakeHub::start(vec![repo.clone()], Options { open_ended_ranges: true, ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/big", "big.bin", "--connections", "4"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let big = file(&repo, C1, "big.bin");
+    assert_eq!(std::fs::read(stdout_last_line(&out)).unwrap(), big.content);
+    assert!(hub.stats().cdn_ranges.len() > 1, "{:?}", hub.stats().cdn_ranges);
+}

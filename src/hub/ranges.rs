@@ -264,18 +264,17 @@ async fn fetch_range(s: &Shared<'_>, at: &mut u64, end: u64) -> Result<(), Stop>
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Stop::Failed(network_error(&final_url, &e)))?;
-        let n = chunk.len() as u64;
-        if n > end - *at {
-            return Err(Stop::Failed(HubError::Protocol {
-                url: final_url.to_string(),
-                what: format!("more bytes than the range {}-{} asked for", *at, end - 1),
-            }));
-        }
-        write_at(&s.file, &chunk, *at).map_err(|e| Stop::Failed(HubError::io(&s.job.incomplete, e)))?;
+        // A server may answer `bytes=a-b` with everything from `a` on: keep what the piece needs
+        // and drop the rest (and with it this connection).
+        let n = (chunk.len() as u64).min(end - *at);
+        write_at(&s.file, &chunk[..n as usize], *at).map_err(|e| Stop::Failed(HubError::io(&s.job.incomplete, e)))?;
         *at += n;
         s.fetched.set(s.fetched.get() + n);
         s.bar.inc(n);
         s.progress.add(n as i64);
+        if *at == end {
+            break;
+        }
     }
     if *at < end {
         return Err(Stop::Failed(HubError::Network {

@@ -97,6 +97,8 @@ pub struct Options {
     pub chunk: usize,
     /// Ignore `Range` on the CDN (answer 200 with everything).
     pub ignore_range: bool,
+    /// Answer `bytes=a-b` with everything from `a` on (206), as some servers do.
+    pub open_ended_ranges: bool,
     /// Renamed repositories: old id -> new id (answered with a relative 307).
     pub renamed: HashMap<String, String>,
     /// Tree `Link` headers name another host, as a mirror relaying the upstream answer does.
@@ -113,6 +115,7 @@ impl Default for Options {
             corrupt: HashSet::new(),
             chunk: 64 * 1024,
             ignore_range: false,
+            open_ended_ranges: false,
             renamed: HashMap::new(),
             foreign_links: false,
             busy: 0,
@@ -438,7 +441,7 @@ async fn cdn_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let asked = match (&range, s.options.ignore_range) {
         (Some(r), false) => r.strip_prefix("bytes=").and_then(|r| r.split_once('-')).and_then(|(a, b)| {
             let a = a.trim().parse::<u64>().ok()?;
-            let b = if b.trim().is_empty() { None } else { Some(b.trim().parse::<u64>().ok()?) };
+            let b = if b.trim().is_empty() || s.options.open_ended_ranges { None } else { Some(b.trim().parse::<u64>().ok()?) };
             Some((a, b))
         }),
         _ => None,
