@@ -381,3 +381,119 @@ fn a_busy_hub_is_retried_with_backoff() {
     assert_eq!(std::fs::read(stdout_last_line(&out)).unwrap(), file(&repo, C1, "config.json").content);
     assert_eq!(hub.stats().busy_answers, 2);
 }
+
+const BIG: usize = 20 << 20;
+
+fn big_repo() -> FakeRepo {
+    FakeRepo::new("org/big").commit(C1, "main", vec![FakeFile::lfs("big.bin", noise(BIG, 7))])
+}
+
+fn json_out(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON summary")
+}
+
+/// `bytes=a-b` -> (a, b).
+fn bounded_range(r: &str) -> Option<(u64, u64)> {
+    let (a, b) = r.strip_prefix("bytes=")?.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+#[test]
+fn large_files_come_in_parallel_ranges_and_survive_a_drop_mid_range() {
+    let repo = big_repo();
+    let chunk = 16 * 1024;
+    let hub = FakeHub::start(vec![repo.clone()], Options { flaky_after: Some(300_000), chunk, ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/big", "big.bin", "--connections", "4", "--json"]).output().unwrap();
+    let summary = json_out(&out);
+    let big = file(&repo, C1, "big.bin");
+    let blobs = home.path().join("hf/hub/models--org--big/blobs");
+    assert_eq!(std::fs::read(blobs.join(big.sha256())).unwrap(), big.content);
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 1, "no partial or sidecar left");
+    let stats = hub.stats();
+    let ranges: Vec<(u64, u64)> = stats.cdn_ranges.iter().filter_map(|r| bounded_range(r)).collect();
+    assert_eq!(ranges.len(), stats.cdn_ranges.len(), "every request names its range: {:?}", stats.cdn_ranges);
+    assert!(ranges.len() >= 5, "several pieces: {:?}", stats.cdn_ranges);
+    // The dropped piece was asked again from where it broke off, not from its start.
+    assert!(ranges.iter().any(|(a, _)| a % (1 << 20) != 0), "{:?}", stats.cdn_ranges);
+    let sent = stats.cdn_bytes[&big.sha256()];
+    assert!(sent >= BIG as u64 && sent < (BIG + chunk) as u64, "sent {sent} bytes for a {BIG}-byte file");
+    assert_eq!(summary["files"][0]["fetched_bytes"], BIG as u64);
+}
+
+#[test]
+fn parallel_ranges_fall_back_to_one_stream_when_the_server_ignores_range() {
+    let repo = big_repo();
+    let hub = FakeHub::start(vec![repo.clone()], Options { ignore_range: true, ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/big", "big.bin", "--connections", "4"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let big = file(&repo, C1, "big.bin");
+    assert_eq!(std::fs::read(stdout_last_line(&out)).unwrap(), big.content);
+    let stats = hub.stats();
+    // Range requests answered 200, then one plain GET for the whole file.
+    assert!(!stats.cdn_ranges.is_empty() && stats.cdn_ranges.iter().all(|r| bounded_range(r).is_some()), "{:?}", stats.cdn_ranges);
+    assert_eq!(stats.cdn_gets[&big.sha256()] as usize, stats.cdn_ranges.len() + 1);
+    let blobs = home.path().join("hf/hub/models--org--big/blobs");
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 1, "no partial or sidecar left");
+}
+
+#[test]
+fn parallel_ranges_detect_corrupt_bytes_and_leave_nothing_behind() {
+    let repo = big_repo();
+    let big = file(&repo, C1, "big.bin").clone();
+    let hub = FakeHub::start(vec![repo], Options { corrupt: HashSet::from([big.sha256()]), ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/big", "big.bin", "--connections", "4"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'big.bin' is corrupt") && stderr.contains(&big.sha256()), "{stderr}");
+    assert!(hub.stats().cdn_ranges.len() > 1, "it was fetched in ranges");
+    let blobs = home.path().join("hf/hub/models--org--big/blobs");
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0, "neither the blob, the partial nor the sidecar stays");
+}
+
+#[test]
+fn an_interrupted_parallel_download_resumes_from_its_recorded_prefix_only() {
+    let repo = big_repo();
+    let big = file(&repo, C1, "big.bin").clone();
+    for connections in ["1", "4"] {
+        let hub = FakeHub::start(vec![repo.clone()], Options::default());
+        let home = tempfile::tempdir().unwrap();
+        let blobs = home.path().join("hf/hub/models--org--big/blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        // As a killed parallel download leaves it: a complete prefix, then pieces written out of
+        // order (here: garbage) that the sidecar does not vouch for.
+        let kept = 3 << 20;
+        let mut partial = big.content[..kept].to_vec();
+        partial.extend(std::iter::repeat_n(0xAAu8, 7 << 20));
+        let incomplete = blobs.join(format!("{}.incomplete", big.sha256()));
+        std::fs::write(&incomplete, &partial).unwrap();
+        std::fs::write(blobs.join(format!("{}.incomplete.ranges", big.sha256())), format!("gpubench ranges v1\nsize {BIG}\ncomplete {kept}\n"))
+            .unwrap();
+        let out = gpubench(&hub.url, home.path()).args(["download", "org/big", "big.bin", "--json", "--connections", connections]).output().unwrap();
+        let summary = json_out(&out);
+        assert_eq!(summary["files"][0]["resumed_bytes"], kept as u64, "--connections {connections}");
+        assert_eq!(hub.stats().cdn_bytes[&big.sha256()], (BIG - kept) as u64, "--connections {connections}");
+        assert_eq!(std::fs::read(blobs.join(big.sha256())).unwrap(), big.content, "--connections {connections}");
+        assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 1, "no partial or sidecar left");
+        if connections == "1" {
+            assert_eq!(hub.stats().cdn_ranges, vec![format!("bytes={kept}-")]);
+        } else {
+            assert!(hub.stats().cdn_ranges.iter().all(|r| bounded_range(r).is_some_and(|(a, _)| a >= kept as u64)));
+        }
+    }
+}
+
+#[test]
+fn parallel_ranges_cope_with_servers_that_answer_more_than_the_range() {
+    let repo = big_repo();
+    let hub = FakeHub::start(vec![repo.clone()], Options { open_ended_ranges: true, ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/big", "big.bin", "--connections", "4"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let big = file(&repo, C1, "big.bin");
+    assert_eq!(std::fs::read(stdout_last_line(&out)).unwrap(), big.content);
+    assert!(hub.stats().cdn_ranges.len() > 1, "{:?}", hub.stats().cdn_ranges);
+}

@@ -7,6 +7,7 @@ pub mod layout;
 pub mod names;
 mod plan;
 mod progress;
+mod ranges;
 pub mod settings;
 pub mod transfer;
 
@@ -61,6 +62,10 @@ pub struct DownloadArgs {
     /// Files downloaded at the same time.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_workers: u16,
+    /// Connections per large file: files with 16 MiB or more to fetch come in pieces over this many
+    /// connections at once (HTTP Range), written in place; 1: one stream per file.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub connections: u16,
     /// Kind of repository.
     #[arg(long, value_enum, default_value = "model")]
     pub repo_type: RepoType,

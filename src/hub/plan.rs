@@ -169,7 +169,7 @@ pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result
     let progress = Progress::new(quiet || args.dry_run, total, todo.len());
     let workers = usize::from(args.max_workers);
     let results: Vec<Result<FileReport, HubError>> = futures_util::stream::iter(todo)
-        .map(|entry| fetch_one(&client, &target, &commit, entry, &progress, args.dry_run))
+        .map(|entry| fetch_one(&client, &target, &commit, entry, &progress, args))
         .map(|f| async {
             // Name the revision the user gave, not the commit it resolved to.
             f.await.map_err(|e| match e {
@@ -238,8 +238,9 @@ async fn fetch_one(
     commit: &str,
     entry: Entry,
     progress: &Progress,
-    dry_run: bool,
+    args: &DownloadArgs,
 ) -> Result<FileReport, HubError> {
+    let dry_run = args.dry_run;
     let meta = client.file_meta(commit, &entry.path).await?;
     if entry.size.is_none() {
         if let Some(size) = meta.size {
@@ -275,6 +276,7 @@ async fn fetch_one(
                     etag: &meta.etag,
                     incomplete: c.blob_incomplete(&meta.etag),
                     dest: blob.clone(),
+                    connections: usize::from(args.connections),
                 };
                 let outcome = transfer::fetch(client, &job, progress, &bar).await;
                 bar.finish_and_clear();
@@ -299,6 +301,7 @@ async fn fetch_one(
                 etag: &meta.etag,
                 incomplete: l.incomplete(&entry.path, &meta.etag),
                 dest: report.local_path.clone(),
+                connections: usize::from(args.connections),
             };
             let outcome = transfer::fetch(client, &job, progress, &bar).await;
             bar.finish_and_clear();

@@ -17,11 +17,12 @@ use url::Url;
 use super::api::{backoff, HubClient};
 use super::error::HubError;
 use super::progress::Progress;
+use super::ranges::{self, Ranged};
 
 /// Failed attempts in a row (without new bytes) before giving up on a file.
-const ATTEMPTS_WITHOUT_PROGRESS: u32 = 5;
+pub(super) const ATTEMPTS_WITHOUT_PROGRESS: u32 = 5;
 /// Attempts in all, even when each brings some bytes.
-const MAX_ATTEMPTS: u32 = 50;
+pub(super) const MAX_ATTEMPTS: u32 = 50;
 /// Bytes gathered from the network before they are written and hashed in one go.
 const BATCH: usize = 1 << 20;
 
@@ -39,6 +40,8 @@ pub struct Job<'a> {
     pub incomplete: PathBuf,
     /// Where the complete file goes.
     pub dest: PathBuf,
+    /// Connections for one large file (parallel ranges); 1: a single stream.
+    pub connections: usize,
 }
 
 /// What a finished transfer did.
@@ -57,16 +60,29 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
     if let Some(parent) = job.incomplete.parent() {
         std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
     }
-    let mut existing = std::fs::metadata(&job.incomplete).map(|m| m.len()).unwrap_or(0);
-    if job.size.is_some_and(|size| existing > size) {
-        existing = 0;
-        File::create(&job.incomplete).map_err(|e| HubError::io(&job.incomplete, e))?;
+    let resumed = resume_point(job).map_err(|e| HubError::io(&job.incomplete, e))?;
+    if resumed > 0 {
+        tracing::info!("resuming {} from byte {resumed}", job.name);
     }
-    if existing > 0 {
-        tracing::info!("resuming {} from byte {existing}", job.name);
+    bar.set_position(resumed);
+    progress.add(resumed as i64);
+
+    let mut existing = resumed;
+    let mut fetched_in_ranges = 0;
+    let parallel = job.size.filter(|&size| job.connections > 1 && size.saturating_sub(existing) >= ranges::MIN_SIZE);
+    if let Some(size) = parallel {
+        bar.set_length(size);
+        let check = Check::for_etag(job.etag, job.size);
+        match ranges::fetch(client, job, existing, size, job.connections, check, progress, bar).await? {
+            Ranged::Complete { fetched, length, digest } => {
+                return finish(job, Some(size), length, digest, Outcome { fetched, resumed, size: length });
+            }
+            Ranged::Unsupported { contiguous, fetched } => {
+                existing = contiguous;
+                fetched_in_ranges = fetched;
+            }
+        }
     }
-    bar.set_position(existing);
-    progress.add(existing as i64);
 
     let check = Check::for_etag(job.etag, job.size);
     let path = job.incomplete.clone();
@@ -79,7 +95,40 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
     }
     let (fetched, expected) = network?;
     let (length, digest) = blocking(|| disk.finish()).map_err(|e| HubError::io(&job.incomplete, e))?;
+    let outcome = Outcome { fetched: fetched + fetched_in_ranges, resumed: resumed.min(length), size: length };
+    finish(job, expected, length, digest, outcome)
+}
 
+/// How many bytes of `*.incomplete` to keep: all of it, or after a parallel download was cut
+/// short, the complete prefix its sidecar records (the rest is cut off and the sidecar removed).
+fn resume_point(job: &Job<'_>) -> std::io::Result<u64> {
+    let length = std::fs::metadata(&job.incomplete).map(|m| m.len()).unwrap_or(0);
+    let sidecar = ranges::sidecar(&job.incomplete);
+    let has_sidecar = sidecar.exists();
+    let mut keep = length;
+    if has_sidecar {
+        keep = ranges::read_sidecar(&sidecar, job.size).unwrap_or(0).min(length);
+    }
+    if job.size.is_some_and(|size| keep > size) {
+        keep = 0;
+    }
+    if keep < length {
+        OpenOptions::new().write(true).open(&job.incomplete)?.set_len(keep)?;
+    }
+    if has_sidecar {
+        std::fs::remove_file(&sidecar)?;
+    }
+    Ok(keep)
+}
+
+/// Checks size and digest, then renames the partial file into place (or deletes it when wrong).
+fn finish(
+    job: &Job<'_>,
+    expected: Option<u64>,
+    length: u64,
+    digest: Option<(&'static str, String)>,
+    outcome: Outcome,
+) -> Result<Outcome, HubError> {
     if let Some(expected) = expected.filter(|&e| e != length) {
         let _ = std::fs::remove_file(&job.incomplete);
         return Err(HubError::SizeMismatch { path: job.name.to_string(), expected, actual: length });
@@ -100,7 +149,7 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
         std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
     }
     std::fs::rename(&job.incomplete, &job.dest).map_err(|e| HubError::io(&job.dest, e))?;
-    Ok(Outcome { fetched, resumed: existing.min(length), size: length })
+    Ok(outcome)
 }
 
 /// Hands received bytes to the disk in batches of about 1 MiB: few hand-offs between threads, so
@@ -282,7 +331,7 @@ async fn restart(offset: &mut u64, sink: &mut Sink, progress: &Progress, bar: &P
 }
 
 /// `Content-Range: bytes a-b/total` -> (a, total).
-fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+pub(super) fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
     let text = headers.get(CONTENT_RANGE)?.to_str().ok()?;
     let rest = text.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
@@ -382,7 +431,7 @@ fn write_all_vectored(out: &mut File, batch: &[Bytes]) -> std::io::Result<()> {
 }
 
 /// Which digest the etag is, and the running state.
-enum Check {
+pub(super) enum Check {
     Sha256(Sha256),
     /// Git blob id: sha1 of `blob {size}\0` + content (needs the size up front).
     GitSha1(Sha1, u64),
@@ -390,7 +439,7 @@ enum Check {
 }
 
 impl Check {
-    fn for_etag(etag: &str, size: Option<u64>) -> Check {
+    pub(super) fn for_etag(etag: &str, size: Option<u64>) -> Check {
         let hex = etag.bytes().all(|b| b.is_ascii_hexdigit());
         match (etag.len(), size) {
             (64, _) if hex => Check::Sha256(Sha256::new()),
@@ -398,21 +447,21 @@ impl Check {
             _ => Check::None,
         }
     }
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         match self {
             Check::Sha256(h) => *h = Sha256::new(),
             Check::GitSha1(h, size) => *h = git_blob_header(*size),
             Check::None => {}
         }
     }
-    fn update(&mut self, data: &[u8]) {
+    pub(super) fn update(&mut self, data: &[u8]) {
         match self {
             Check::Sha256(h) => h.update(data),
             Check::GitSha1(h, _) => h.update(data),
             Check::None => {}
         }
     }
-    fn finish(self) -> Option<(&'static str, String)> {
+    pub(super) fn finish(self) -> Option<(&'static str, String)> {
         match self {
             Check::Sha256(h) => Some(("sha256", hex(&h.finalize()))),
             Check::GitSha1(h, _) => Some(("git sha1", hex(&h.finalize()))),

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -24,23 +24,30 @@ pub struct FakeFile {
     pub content: Bytes,
     /// Stored in LFS: resolved with a 302 to the CDN, etag = sha256.
     pub lfs: bool,
+    /// sha256 and git blob id, computed once (large files would otherwise be hashed on every request).
+    digests: Arc<OnceLock<(String, String)>>,
 }
 
 impl FakeFile {
     pub fn text(path: &str, content: &str) -> FakeFile {
-        FakeFile { path: path.into(), content: Bytes::from(content.to_string()), lfs: false }
+        FakeFile { path: path.into(), content: Bytes::from(content.to_string()), lfs: false, digests: Arc::default() }
     }
     pub fn lfs(path: &str, content: Bytes) -> FakeFile {
-        FakeFile { path: path.into(), content, lfs: true }
+        FakeFile { path: path.into(), content, lfs: true, digests: Arc::default() }
+    }
+    fn digests(&self) -> &(String, String) {
+        self.digests.get_or_init(|| {
+            let mut h = Sha1::new();
+            h.update(format!("blob {}\0", self.content.len()).as_bytes());
+            h.update(&self.content);
+            (hex(&Sha256::digest(&self.content)), hex(&h.finalize()))
+        })
     }
     pub fn sha256(&self) -> String {
-        hex(&Sha256::digest(&self.content))
+        self.digests().0.clone()
     }
     pub fn git_oid(&self) -> String {
-        let mut h = Sha1::new();
-        h.update(format!("blob {}\0", self.content.len()).as_bytes());
-        h.update(&self.content);
-        hex(&h.finalize())
+        self.digests().1.clone()
     }
     pub fn etag(&self) -> String {
         if self.lfs {
@@ -82,7 +89,7 @@ impl FakeRepo {
 pub struct Options {
     /// Entries per tree page (the `Link: rel="next"` header pages the rest).
     pub tree_page: usize,
-    /// The first GET of each CDN blob drops the connection after this many bytes.
+    /// The first GET of each CDN blob drops the connection after this many bytes of its body.
     pub flaky_after: Option<u64>,
     /// CDN blobs (by sha256) served with one byte changed.
     pub corrupt: HashSet<String>,
@@ -90,6 +97,8 @@ pub struct Options {
     pub chunk: usize,
     /// Ignore `Range` on the CDN (answer 200 with everything).
     pub ignore_range: bool,
+    /// Answer `bytes=a-b` with everything from `a` on (206), as some servers do.
+    pub open_ended_ranges: bool,
     /// Renamed repositories: old id -> new id (answered with a relative 307).
     pub renamed: HashMap<String, String>,
     /// Tree `Link` headers name another host, as a mirror relaying the upstream answer does.
@@ -106,6 +115,7 @@ impl Default for Options {
             corrupt: HashSet::new(),
             chunk: 64 * 1024,
             ignore_range: false,
+            open_ended_ranges: false,
             renamed: HashMap::new(),
             foreign_links: false,
             busy: 0,
@@ -427,10 +437,16 @@ async fn cdn_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
         content = Bytes::from(v);
     }
     let total = content.len() as u64;
-    let start = match (&range, s.options.ignore_range) {
-        (Some(r), false) => r.strip_prefix("bytes=").and_then(|r| r.split('-').next()).and_then(|n| n.parse::<u64>().ok()),
+    // `bytes=a-` or `bytes=a-b` (b inclusive, clipped to the end).
+    let asked = match (&range, s.options.ignore_range) {
+        (Some(r), false) => r.strip_prefix("bytes=").and_then(|r| r.split_once('-')).and_then(|(a, b)| {
+            let a = a.trim().parse::<u64>().ok()?;
+            let b = if b.trim().is_empty() || s.options.open_ended_ranges { None } else { Some(b.trim().parse::<u64>().ok()?) };
+            Some((a, b))
+        }),
         _ => None,
     };
+    let start = asked.map(|(a, _)| a);
     if let Some(start) = start {
         if start >= total {
             let mut r = error(StatusCode::RANGE_NOT_SATISFIABLE, "", "range");
@@ -439,7 +455,9 @@ async fn cdn_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
         }
     }
     let from = start.unwrap_or(0);
-    let drop_at = if first_get { s.options.flaky_after.filter(|&n| n > from && n < total) } else { None };
+    let until = asked.and_then(|(_, b)| b).map_or(total, |b| (b + 1).min(total));
+    // The first GET breaks off after `flaky_after` bytes of its body.
+    let drop_at = if first_get { s.options.flaky_after.map(|n| from + n).filter(|&at| at < until) } else { None };
     let body = if req.method() == Method::HEAD {
         Body::empty()
     } else {
@@ -451,17 +469,17 @@ async fn cdn_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
             let shared = shared.clone();
             let sha = sha.clone();
             async move {
-                if pos >= total {
+                if pos >= until {
                     return None;
                 }
                 if let Some(at) = drop_at {
                     if pos >= at {
                         // Give the bytes already written a moment to leave, then break the connection.
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        return Some((Err(std::io::Error::other("flaky: connection dropped")), total));
+                        return Some((Err(std::io::Error::other("flaky: connection dropped")), until));
                     }
                 }
-                let mut end = (pos + chunk).min(total);
+                let mut end = (pos + chunk).min(until);
                 if let Some(at) = drop_at {
                     end = end.min(at);
                 }
@@ -473,12 +491,12 @@ async fn cdn_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
     };
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert("content-length", HeaderValue::from(total - from));
+    h.insert("content-length", HeaderValue::from(until - from));
     h.insert("accept-ranges", HeaderValue::from_static("bytes"));
     h.insert("etag", HeaderValue::from_str(&format!("\"{sha}\"")).expect("header"));
     if start.is_some() {
         *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-        let v = format!("bytes {from}-{}/{total}", total - 1);
+        let v = format!("bytes {from}-{}/{total}", until - 1);
         r.headers_mut().insert("content-range", HeaderValue::from_str(&v).expect("header"));
     }
     r
