@@ -1,7 +1,7 @@
 //! Speed of the model's forward pass without HTTP: single-stream decode, prefill of a 128-token
 //! prompt, and batched decode at several batch sizes, on the default model (or `--model`).
 //!
-//! cargo run --release --example forward_speed -- [--model FILE.gguf] [--tokens 64] [--batches 1,4,16]
+//! cargo run --release --example forward_speed -- [--model FILE.gguf] [--tokens 64] [--batches 1,4,16] [--prefill-runs 3]
 //! Environment: GPUBENCH_CPU_ISA=scalar|avx2|vnni, GPUBENCH_CPU_BACKEND=candle, --threads N.
 
 use std::time::Instant;
@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let tokens: usize = flag("--tokens").map(|v| v.parse()).transpose()?.unwrap_or(64);
+    let prefill_runs: usize = flag("--prefill-runs").map(|v| v.parse()).transpose()?.unwrap_or(3);
     let batches: Vec<usize> =
         flag("--batches").unwrap_or_else(|| "1,4,16".into()).split(',').map(|v| v.parse()).collect::<Result<_, _>>()?;
     if let Some(n) = flag("--threads") {
@@ -29,7 +30,7 @@ fn main() -> anyhow::Result<()> {
     let long: Vec<u32> = m.tokenizer.encode(&"The quick brown fox jumps over the lazy dog. ".repeat(13))?;
     let long = &long[..long.len().min(128)];
     let mut best_prefill = 0f64;
-    for _ in 0..3 {
+    for _ in 0..prefill_runs {
         let mut cache = m.model.new_cache();
         let t = Instant::now();
         m.model.forward(&mut [StepInput { tokens: long, cache: &mut cache, want_logits: true }])?;

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// Portable Rust.
     Scalar,
-    /// AVX2 + FMA (x86-64 since 2013).
+    /// AVX2 + FMA + F16C (x86-64 since 2013).
     Avx2,
     /// AVX2 + FMA with AVX-512 VNNI byte dot products on 256-bit registers.
     Vnni,
@@ -29,7 +29,7 @@ pub fn available() -> Vec<Isa> {
     let mut v = vec![Isa::Scalar];
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
             v.push(Isa::Avx2);
             if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                 v.push(Isa::Vnni);

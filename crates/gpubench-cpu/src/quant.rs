@@ -8,6 +8,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use half::f16;
+
 use super::isa::{self, Isa};
 use super::pool::Pool;
 #[cfg(target_arch = "x86_64")]
@@ -19,25 +21,47 @@ pub const QK: usize = 32;
 pub const TILE: usize = 4;
 
 /// 32 weights as `d * q + m`, q in 0..16; byte j holds element j (low nibble) and j + 16.
+/// The scales are f16 bits, as in GGUF files (20 bytes a block).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BlockQ4_1 {
-    pub d: f32,
-    pub m: f32,
+    pub d: u16,
+    pub m: u16,
     pub qs: [u8; 16],
 }
 
-/// 32 weights as `d * q`, q in -128..128.
+impl BlockQ4_1 {
+    pub fn new(d: f32, m: f32, qs: [u8; 16]) -> Self {
+        Self { d: f16::from_f32(d).to_bits(), m: f16::from_f32(m).to_bits(), qs }
+    }
+    pub fn d(&self) -> f32 {
+        f16::from_bits(self.d).to_f32()
+    }
+    pub fn m(&self) -> f32 {
+        f16::from_bits(self.m).to_f32()
+    }
+}
+
+/// 32 weights as `d * q`, q in -128..128; the scale is f16 bits (34 bytes a block).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BlockQ8_0 {
-    pub d: f32,
+    pub d: u16,
     pub qs: [i8; 32],
+}
+
+impl BlockQ8_0 {
+    pub fn new(d: f32, qs: [i8; 32]) -> Self {
+        Self { d: f16::from_f32(d).to_bits(), qs }
+    }
+    pub fn d(&self) -> f32 {
+        f16::from_bits(self.d).to_f32()
+    }
 }
 
 impl Default for BlockQ8_0 {
     fn default() -> Self {
-        Self { d: 0.0, qs: [0; 32] }
+        Self { d: 0, qs: [0; 32] }
     }
 }
 
@@ -81,17 +105,19 @@ impl Linear {
             Weights::Q8_0(b) => {
                 let nb = k / QK;
                 for (blk, o) in b[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(QK)) {
+                    let d = blk.d();
                     for (x, &q) in o.iter_mut().zip(&blk.qs) {
-                        *x = blk.d * q as f32;
+                        *x = d * q as f32;
                     }
                 }
             }
             Weights::Q4_1(b) => {
                 let nb = k / QK;
                 for (blk, o) in b[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(QK)) {
+                    let (d, m) = (blk.d(), blk.m());
                     for j in 0..16 {
-                        o[j] = blk.d * (blk.qs[j] & 0x0F) as f32 + blk.m;
-                        o[j + 16] = blk.d * (blk.qs[j] >> 4) as f32 + blk.m;
+                        o[j] = d * (blk.qs[j] & 0x0F) as f32 + m;
+                        o[j + 16] = d * (blk.qs[j] >> 4) as f32 + m;
                     }
                 }
             }
@@ -151,7 +177,7 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
             for (q, &v) in qs.iter_mut().zip(c) {
                 *q = (v * id).round() as i8;
             }
-            BlockQ8_0 { d, qs }
+            BlockQ8_0::new(d, qs)
         })
         .collect()
 }
@@ -232,117 +258,128 @@ pub fn matmul(pool: &Pool, lin: &Linear, x: &[f32], t: usize, acts: &mut Acts, o
                 break;
             }
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
-            for r in r0..r1 {
-                let mut t0 = 0;
-                while t0 < t {
-                    let n = (t - t0).min(TILE);
-                    let mut res = [0f32; TILE];
-                    row_dot(isa, lin, r, x, acts, t0, n, &mut res);
-                    for (j, v) in res[..n].iter().enumerate() {
-                        // SAFETY: (t0 + j, r) is inside `out` and written by this thread only.
-                        unsafe { *outp.0.add((t0 + j) * rows + r) = *v };
-                    }
-                    t0 += n;
-                }
+            let mut t0 = 0;
+            while t0 < t {
+                let n = (t - t0).min(TILE);
+                // SAFETY: rows r0..r1 of tokens t0..t0+n are inside `out` and written by this
+                // thread only; the shapes were checked above.
+                unsafe { rows_dot(isa, lin, r0, r1, x, acts, t0, n, outp.0) };
+                t0 += n;
             }
         }
     });
 }
 
-/// Dot products of weight row `r` with tokens `t0..t0 + n` (n <= TILE).
+/// Where a kernel writes: `out[(t0 + j) * stride + r]`.
+#[derive(Clone, Copy)]
+pub struct Dst {
+    pub out: *mut f32,
+    pub stride: usize,
+}
+
+/// Weight rows `r0..r1` against tokens `t0..t0 + n` (n <= TILE).
+///
+/// # Safety
+/// `out` must hold `(t0 + n) * lin.rows` values; `x`/`a` must hold tokens `t0..t0 + n`.
 #[allow(clippy::too_many_arguments)]
-#[inline]
-fn row_dot(isa: Isa, lin: &Linear, r: usize, x: &[f32], a: &Acts, t0: usize, n: usize, res: &mut [f32; TILE]) {
+unsafe fn rows_dot(isa: Isa, lin: &Linear, r0: usize, r1: usize, x: &[f32], a: &Acts, t0: usize, n: usize, out: *mut f32) {
     let k = lin.cols;
+    let dst = Dst { out, stride: lin.rows };
     macro_rules! by_n {
         ($f:ident, $w:expr, $a:expr) => {{
             match n {
-                1 => res[..1].copy_from_slice(&$f::<1>($w, $a, t0)),
-                2 => res[..2].copy_from_slice(&$f::<2>($w, $a, t0)),
-                3 => res[..3].copy_from_slice(&$f::<3>($w, $a, t0)),
-                _ => res[..4].copy_from_slice(&$f::<4>($w, $a, t0)),
+                1 => $f::<1>($w, k, r0, r1, $a, t0, dst),
+                2 => $f::<2>($w, k, r0, r1, $a, t0, dst),
+                3 => $f::<3>($w, k, r0, r1, $a, t0, dst),
+                _ => $f::<4>($w, k, r0, r1, $a, t0, dst),
             }
         }};
     }
-    match &lin.w {
-        Weights::Q4_1(b) => {
-            let nb = k / QK;
-            let w = &b[r * nb..(r + 1) * nb];
-            match isa {
-                // SAFETY: `isa` was detected at run time; slices are sized by the shapes above.
+    // SAFETY (all arms): `isa` was detected at run time; the caller vouches for the shapes.
+    unsafe {
+        match &lin.w {
+            Weights::Q4_1(w) => match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Vnni => unsafe { by_n!(q4_1_vnni, w, a) },
+                Isa::Vnni => by_n!(q4_1_vnni, w, a),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { by_n!(q4_1_avx2, w, a) },
+                Isa::Avx2 => by_n!(q4_1_avx2, w, a),
                 _ => by_n!(q4_1_scalar, w, a),
-            }
-        }
-        Weights::Q8_0(b) => {
-            let nb = k / QK;
-            let w = &b[r * nb..(r + 1) * nb];
-            match isa {
+            },
+            Weights::Q8_0(w) => match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Vnni => unsafe { by_n!(q8_0_vnni, w, a) },
+                Isa::Vnni => by_n!(q8_0_vnni, w, a),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { by_n!(q8_0_avx2, w, a) },
+                Isa::Avx2 => by_n!(q8_0_avx2, w, a),
                 _ => by_n!(q8_0_scalar, w, a),
-            }
-        }
-        Weights::F32(v) => {
-            let w = &v[r * k..(r + 1) * k];
-            let xs = (x, k);
-            match isa {
+            },
+            Weights::F32(w) => match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Vnni | Isa::Avx2 => unsafe { by_n!(f32_avx2, w, xs) },
-                _ => by_n!(f32_scalar, w, xs),
+                Isa::Vnni | Isa::Avx2 => by_n!(f32_avx2, w, x),
+                _ => by_n!(f32_scalar, w, x),
+            },
+        }
+    }
+}
+
+/// # Safety
+/// See [`rows_dot`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn q4_1_scalar<const N: usize>(w: &[BlockQ4_1], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+    let nb = k / QK;
+    for r in r0..r1 {
+        let row = &w[r * nb..(r + 1) * nb];
+        for j in 0..N {
+            let t = t0 + j;
+            let mut acc = 0f32;
+            for (b, blk) in row.iter().enumerate() {
+                let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
+                let mut sum = 0i32;
+                for i in 0..16 {
+                    sum += (blk.qs[i] & 0x0F) as i32 * q[i] as i32 + (blk.qs[i] >> 4) as i32 * q[i + 16] as i32;
+                }
+                acc += sum as f32 * blk.d() * a.d[t * nb + b] + blk.m() * a.s[t * nb + b];
             }
+            // SAFETY: the caller vouches for the output's size.
+            unsafe { *dst.out.add(t * dst.stride + r) = acc };
         }
     }
 }
 
-pub fn q4_1_scalar<const N: usize>(w: &[BlockQ4_1], a: &Acts, t0: usize) -> [f32; N] {
-    let nb = w.len();
-    let mut out = [0f32; N];
-    for (j, o) in out.iter_mut().enumerate() {
-        let row = t0 + j;
-        let mut acc = 0f32;
-        for (b, blk) in w.iter().enumerate() {
-            let q = &a.qs[(row * nb + b) * QK..(row * nb + b + 1) * QK];
-            let mut sum = 0i32;
-            for i in 0..16 {
-                sum += (blk.qs[i] & 0x0F) as i32 * q[i] as i32 + (blk.qs[i] >> 4) as i32 * q[i + 16] as i32;
+/// # Safety
+/// See [`rows_dot`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn q8_0_scalar<const N: usize>(w: &[BlockQ8_0], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+    let nb = k / QK;
+    for r in r0..r1 {
+        let row = &w[r * nb..(r + 1) * nb];
+        for j in 0..N {
+            let t = t0 + j;
+            let mut acc = 0f32;
+            for (b, blk) in row.iter().enumerate() {
+                let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
+                let sum: i32 = blk.qs.iter().zip(q).map(|(&x, &y)| x as i32 * y as i32).sum();
+                acc += sum as f32 * blk.d() * a.d[t * nb + b];
             }
-            acc += sum as f32 * blk.d * a.d[row * nb + b] + blk.m * a.s[row * nb + b];
+            // SAFETY: the caller vouches for the output's size.
+            unsafe { *dst.out.add(t * dst.stride + r) = acc };
         }
-        *o = acc;
     }
-    out
 }
 
-pub fn q8_0_scalar<const N: usize>(w: &[BlockQ8_0], a: &Acts, t0: usize) -> [f32; N] {
-    let nb = w.len();
-    let mut out = [0f32; N];
-    for (j, o) in out.iter_mut().enumerate() {
-        let row = t0 + j;
-        let mut acc = 0f32;
-        for (b, blk) in w.iter().enumerate() {
-            let q = &a.qs[(row * nb + b) * QK..(row * nb + b + 1) * QK];
-            let sum: i32 = blk.qs.iter().zip(q).map(|(&x, &y)| x as i32 * y as i32).sum();
-            acc += sum as f32 * blk.d * a.d[row * nb + b];
+/// # Safety
+/// See [`rows_dot`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn f32_scalar<const N: usize>(w: &[f32], k: usize, r0: usize, r1: usize, x: &[f32], t0: usize, dst: Dst) {
+    for r in r0..r1 {
+        let row = &w[r * k..(r + 1) * k];
+        for j in 0..N {
+            let t = t0 + j;
+            let xr = &x[t * k..(t + 1) * k];
+            let v: f32 = row.iter().zip(xr).map(|(a, b)| a * b).sum();
+            // SAFETY: the caller vouches for the output's size.
+            unsafe { *dst.out.add(t * dst.stride + r) = v };
         }
-        *o = acc;
     }
-    out
-}
-
-pub fn f32_scalar<const N: usize>(w: &[f32], x: (&[f32], usize), t0: usize) -> [f32; N] {
-    let (x, k) = x;
-    let mut out = [0f32; N];
-    for (j, o) in out.iter_mut().enumerate() {
-        let xr = &x[(t0 + j) * k..(t0 + j + 1) * k];
-        *o = w.iter().zip(xr).map(|(a, b)| a * b).sum();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -370,7 +407,7 @@ mod tests {
                 for j in 0..16 {
                     qs[j] = q(c[j]) | (q(c[j + 16]) << 4);
                 }
-                BlockQ4_1 { d, m: mn, qs }
+                BlockQ4_1::new(d, mn, qs)
             })
             .collect()
     }

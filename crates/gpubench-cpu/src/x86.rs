@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::quant::{Acts, BlockQ4_1, BlockQ8_0, QK};
+use super::quant::{Acts, BlockQ4_1, BlockQ8_0, Dst, QK};
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -19,113 +19,135 @@ fn hsum(v: __m256) -> f32 {
 
 /// Unsigned 8-bit x signed 8-bit, summed in groups of four into 8 lanes of i32.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dot_u8i8_avx2(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
 fn dot_u8i8_vnni(u: __m256i, s: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
 }
 
+/// The two f16 scales at `p` (d, then m for Q4_1) as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales(p: *const u16) -> (f32, f32) {
+    // SAFETY: the caller points at a block's first four bytes.
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { (p as *const i32).read_unaligned() }));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
 macro_rules! q4_1_kernel {
     ($name:ident, $features:literal, $dot:ident) => {
+        /// Rows `r0..r1` of `w` (k columns) against tokens `t0..t0 + N` of `a`.
+        ///
         /// # Safety
-        /// The CPU must have the named features; `a` holds tokens `t0..t0 + N` with `w.len()` blocks each.
+        /// The CPU must have the named features; `a` holds tokens `t0..t0 + N`; `dst` has room.
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = $features)]
-        pub unsafe fn $name<const N: usize>(w: &[BlockQ4_1], a: &Acts, t0: usize) -> [f32; N] {
-            let nb = w.len();
+        pub unsafe fn $name<const N: usize>(w: &[BlockQ4_1], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+            let nb = k / QK;
             let mask = _mm256_set1_epi8(0x0F);
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut msum = [0f32; N];
             let qs = a.qs.as_ptr();
             let ds = a.d.as_ptr();
             let ss = a.s.as_ptr();
-            for (b, blk) in w.iter().enumerate() {
-                // SAFETY: 16 bytes of the block.
-                let raw = unsafe { _mm_loadu_si128(blk.qs.as_ptr() as *const __m128i) };
-                let wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
+            for r in r0..r1 {
+                let row = &w[r * nb..(r + 1) * nb];
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut msum = [0f32; N];
+                for (b, blk) in row.iter().enumerate() {
+                    // SAFETY: 4 bytes of scales and 16 of nibbles in the block.
+                    let ((dw, mw), raw) = unsafe { (scales(&blk.d), _mm_loadu_si128(blk.qs.as_ptr() as *const __m128i)) };
+                    let wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
+                    for j in 0..N {
+                        let i = (t0 + j) * nb + b;
+                        // SAFETY: the caller guarantees tokens t0..t0+N of nb blocks exist.
+                        let (aq, da, sa) = unsafe { (_mm256_loadu_si256(qs.add(i * QK) as *const __m256i), *ds.add(i), *ss.add(i)) };
+                        let p = $dot(wq, aq);
+                        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * da), acc[j]);
+                        msum[j] += mw * sa;
+                    }
+                }
                 for j in 0..N {
-                    let i = (t0 + j) * nb + b;
-                    // SAFETY: the caller guarantees tokens t0..t0+N of nb blocks exist.
-                    let (aq, da, sa) = unsafe { (_mm256_loadu_si256(qs.add(i * QK) as *const __m256i), *ds.add(i), *ss.add(i)) };
-                    let p = $dot(wq, aq);
-                    acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(blk.d * da), acc[j]);
-                    msum[j] += blk.m * sa;
+                    // SAFETY: the caller guarantees room for tokens t0..t0+N of dst.stride rows.
+                    unsafe { *dst.out.add((t0 + j) * dst.stride + r) = hsum(acc[j]) + msum[j] };
                 }
             }
-            let mut out = [0f32; N];
-            for j in 0..N {
-                out[j] = hsum(acc[j]) + msum[j];
-            }
-            out
         }
     };
 }
 
 macro_rules! q8_0_kernel {
     ($name:ident, $features:literal, $dot:ident) => {
+        /// Rows `r0..r1` of `w` (k columns) against tokens `t0..t0 + N` of `a`.
+        ///
         /// # Safety
-        /// The CPU must have the named features; `a` holds tokens `t0..t0 + N` with `w.len()` blocks each.
+        /// The CPU must have the named features; `a` holds tokens `t0..t0 + N`; `dst` has room.
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = $features)]
-        pub unsafe fn $name<const N: usize>(w: &[BlockQ8_0], a: &Acts, t0: usize) -> [f32; N] {
-            let nb = w.len();
-            let mut acc = [_mm256_setzero_ps(); N];
+        pub unsafe fn $name<const N: usize>(w: &[BlockQ8_0], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+            let nb = k / QK;
             let qs = a.qs.as_ptr();
             let ds = a.d.as_ptr();
-            for (b, blk) in w.iter().enumerate() {
-                // SAFETY: 32 bytes of the block.
-                let wq = unsafe { _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i) };
-                let wabs = _mm256_sign_epi8(wq, wq);
+            for r in r0..r1 {
+                let row = &w[r * nb..(r + 1) * nb];
+                let mut acc = [_mm256_setzero_ps(); N];
+                for (b, blk) in row.iter().enumerate() {
+                    // SAFETY: the block's scale and 32 bytes.
+                    let ((dw, _), wq) = unsafe { (scales(&blk.d), _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i)) };
+                    let wabs = _mm256_sign_epi8(wq, wq);
+                    for j in 0..N {
+                        let i = (t0 + j) * nb + b;
+                        // SAFETY: the caller guarantees tokens t0..t0+N of nb blocks exist.
+                        let (aq, da) = unsafe { (_mm256_loadu_si256(qs.add(i * QK) as *const __m256i), *ds.add(i)) };
+                        let p = $dot(wabs, _mm256_sign_epi8(aq, wq));
+                        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * da), acc[j]);
+                    }
+                }
                 for j in 0..N {
-                    let i = (t0 + j) * nb + b;
-                    // SAFETY: the caller guarantees tokens t0..t0+N of nb blocks exist.
-                    let (aq, da) = unsafe { (_mm256_loadu_si256(qs.add(i * QK) as *const __m256i), *ds.add(i)) };
-                    let p = $dot(wabs, _mm256_sign_epi8(aq, wq));
-                    acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(blk.d * da), acc[j]);
+                    // SAFETY: the caller guarantees room for tokens t0..t0+N of dst.stride rows.
+                    unsafe { *dst.out.add((t0 + j) * dst.stride + r) = hsum(acc[j]) };
                 }
             }
-            let mut out = [0f32; N];
-            for j in 0..N {
-                out[j] = hsum(acc[j]);
-            }
-            out
         }
     };
 }
 
-q4_1_kernel!(q4_1_avx2, "avx2,fma", dot_u8i8_avx2);
-q4_1_kernel!(q4_1_vnni, "avx2,fma,avx512vnni,avx512vl", dot_u8i8_vnni);
-q8_0_kernel!(q8_0_avx2, "avx2,fma", dot_u8i8_avx2);
-q8_0_kernel!(q8_0_vnni, "avx2,fma,avx512vnni,avx512vl", dot_u8i8_vnni);
+q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", dot_u8i8_avx2);
+q4_1_kernel!(q4_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_u8i8_vnni);
+q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", dot_u8i8_avx2);
+q8_0_kernel!(q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_u8i8_vnni);
 
-/// One f32 weight row against N f32 token rows of `x.1` values each.
+/// Rows `r0..r1` of f32 weights (k columns) against f32 tokens `t0..t0 + N` of `x`.
 ///
 /// # Safety
-/// AVX2 and FMA must be present; `x.0` holds tokens `t0..t0 + N`.
+/// AVX2 and FMA must be present; `x` holds tokens `t0..t0 + N`; `dst` has room.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn f32_avx2<const N: usize>(w: &[f32], x: (&[f32], usize), t0: usize) -> [f32; N] {
-    let (x, k) = x;
-    let mut out = [0f32; N];
-    let mut acc = [_mm256_setzero_ps(); N];
+pub unsafe fn f32_avx2<const N: usize>(w: &[f32], k: usize, r0: usize, r1: usize, x: &[f32], t0: usize, dst: Dst) {
     let body = k / 8 * 8;
-    let mut i = 0;
-    while i < body {
-        // SAFETY: i + 8 <= k for the row and every token.
-        let wv = unsafe { _mm256_loadu_ps(w.as_ptr().add(i)) };
-        for j in 0..N {
-            let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add((t0 + j) * k + i)) };
-            acc[j] = _mm256_fmadd_ps(wv, xv, acc[j]);
+    for r in r0..r1 {
+        let row = &w[r * k..(r + 1) * k];
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 8 <= k for the row and every token.
+            let wv = unsafe { _mm256_loadu_ps(row.as_ptr().add(i)) };
+            for j in 0..N {
+                let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add((t0 + j) * k + i)) };
+                acc[j] = _mm256_fmadd_ps(wv, xv, acc[j]);
+            }
+            i += 8;
         }
-        i += 8;
+        for j in 0..N {
+            let xr = &x[(t0 + j) * k..(t0 + j + 1) * k];
+            let v = hsum(acc[j]) + row[body..].iter().zip(&xr[body..]).map(|(a, b)| a * b).sum::<f32>();
+            // SAFETY: the caller guarantees room for tokens t0..t0+N of dst.stride rows.
+            unsafe { *dst.out.add((t0 + j) * dst.stride + r) = v };
+        }
     }
-    for j in 0..N {
-        let xr = &x[(t0 + j) * k..(t0 + j + 1) * k];
-        out[j] = hsum(acc[j]) + w[body..].iter().zip(&xr[body..]).map(|(a, b)| a * b).sum::<f32>();
-    }
-    out
 }
 
 /// Dot product of two f32 slices of the same length.

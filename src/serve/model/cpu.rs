@@ -1,12 +1,11 @@
 //! Building the CPU model (the `gpubench-cpu` crate) from GGUF tensors, Hugging Face tensors, or
 //! random weights.
 //!
-//! Q4_1 and Q8_0 stay as they are (scales widened to f32); F32, F16 and BF16 become f32;
+//! Q4_1 and Q8_0 stay as they are (the GGUF blocks, unchanged); F32, F16 and BF16 become f32;
 //! other GGUF formats are dequantized and requantized to Q8_0 (a rounding change only).
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use half::f16;
 
 use gpubench_cpu::quant::{quantize_q8_0, BlockQ4_1, BlockQ8_0, Linear, Weights, QK};
 pub use gpubench_cpu::{set_threads, CpuLayer, CpuLlama, KvCache, LlamaConfig, Span};
@@ -18,10 +17,6 @@ pub fn enabled() -> bool {
 }
 
 type R<T> = Result<T, String>;
-
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
 
 /// A GGUF matrix (rows = outputs) in the CPU kernels' format.
 pub fn linear_from_qtensor(qt: &QTensor, name: &str) -> R<Linear> {
@@ -39,7 +34,7 @@ pub fn linear_from_qtensor(qt: &QTensor, name: &str) -> R<Linear> {
                     .map(|b| {
                         let mut qs = [0u8; 16];
                         qs.copy_from_slice(&b[4..20]);
-                        BlockQ4_1 { d: f16_at(b, 0), m: f16_at(b, 2), qs }
+                        BlockQ4_1 { d: u16::from_le_bytes([b[0], b[1]]), m: u16::from_le_bytes([b[2], b[3]]), qs }
                     })
                     .collect(),
             )
@@ -56,7 +51,7 @@ pub fn linear_from_qtensor(qt: &QTensor, name: &str) -> R<Linear> {
                         for (q, &x) in qs.iter_mut().zip(&b[2..34]) {
                             *q = x as i8;
                         }
-                        BlockQ8_0 { d: f16_at(b, 0), qs }
+                        BlockQ8_0 { d: u16::from_le_bytes([b[0], b[1]]), qs }
                     })
                     .collect(),
             )
@@ -228,7 +223,7 @@ pub fn random(cfg: LlamaConfig, tied: bool) -> R<CpuLlama> {
                 let mut qs = [0u8; 16];
                 qs[..8].copy_from_slice(&a.to_le_bytes());
                 qs[8..].copy_from_slice(&b.to_le_bytes());
-                BlockQ4_1 { d: 0.004, m: -0.03, qs }
+                BlockQ4_1::new(0.004, -0.03, qs)
             })
             .collect();
         Linear { rows, cols, w: Weights::Q4_1(blocks) }
@@ -258,7 +253,7 @@ pub fn random(cfg: LlamaConfig, tied: bool) -> R<CpuLlama> {
                     s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     *q = (s >> 56) as i8;
                 }
-                BlockQ8_0 { d: 0.0002, qs }
+                BlockQ8_0::new(0.0002, qs)
             })
             .collect();
         Linear { rows, cols, w: Weights::Q8_0(blocks) }
