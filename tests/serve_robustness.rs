@@ -260,3 +260,91 @@ fn a_malformed_fault_spec_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("GPUBENCH_SERVE_FAULT"));
 }
+
+#[test]
+fn a_queued_client_that_goes_away_frees_its_slot() {
+    let srv = Server::start("", &["--max-batch-size", "1", "--max-queue", "1"]);
+    let url = srv.url("/v1/completions");
+    let stream_body = json!({"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true});
+    rt().block_on(async {
+        use futures_util::StreamExt;
+        let c = reqwest::Client::new();
+        // A runs (the only batch slot), B waits in the queue (the only queue slot).
+        let a = c.post(&url).json(&stream_body).send().await.unwrap();
+        assert_eq!(a.status(), 200);
+        let mut a = a.bytes_stream();
+        let _ = a.next().await;
+        let b = c.post(&url).json(&stream_body).send().await.unwrap();
+        assert_eq!(b.status(), 200);
+        let full = c.post(&url).json(&stream_body).send().await.unwrap();
+        assert_eq!(full.status(), 429, "both slots are taken");
+        // B's client goes away while B is still queued: its slot comes back.
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = c.post(&url).json(&stream_body).send().await.unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert_eq!(r.status(), 429);
+            assert!(Instant::now() < deadline, "the queue slot of a client that went away was not freed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(a);
+    });
+}
+
+#[test]
+fn metrics_cover_every_family_and_unknown_routes_are_openai_errors() {
+    let srv = Server::start("", &[]);
+    let (s, r) = get(&srv.url("/v2/nothing"));
+    assert_eq!(s, 404);
+    assert_eq!(r["error"]["type"], "not_found_error", "{r}");
+    // Chat streamed with usage: the last chunk before [DONE] carries usage and no choices.
+    let (s, chunks) = post_stream(
+        &srv.url("/v1/chat/completions"),
+        json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(chunks.last().map(String::as_str), Some("[DONE]"));
+    let usage: Value = serde_json::from_str(&chunks[chunks.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 3, "{usage}");
+    assert_eq!(usage["choices"], json!([]), "{usage}");
+    paris(&srv);
+    let (_, m) = get(&srv.url("/metrics"));
+    let m = m.as_str().unwrap().to_string();
+    for family in [
+        "gpubench_serve_requests_total{route=\"/v1/chat/completions\",status=\"200\"}",
+        "gpubench_serve_queue_depth",
+        "gpubench_serve_running_sequences",
+        "gpubench_serve_prompt_tokens_total",
+        "gpubench_serve_generated_tokens_total",
+        "gpubench_serve_kv_cache_tokens_used",
+        "gpubench_serve_kv_cache_tokens_limit",
+        "gpubench_serve_process_resident_memory_bytes",
+        "gpubench_serve_time_to_first_token_seconds_bucket",
+        "gpubench_serve_inter_token_latency_seconds_bucket",
+        "gpubench_serve_request_duration_seconds_bucket",
+    ] {
+        assert!(m.contains(family), "no {family} in /metrics:\n{m}");
+    }
+    assert!(metric(&srv, "gpubench_serve_generated_tokens_total ").unwrap() >= 6.0);
+    assert!(metric(&srv, "gpubench_serve_process_resident_memory_bytes ").unwrap() > 1e6);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_server_with_status_0() {
+    let mut srv = Server::start("", &[]);
+    paris(&srv);
+    assert!(Command::new("kill").args(["-INT", &srv.child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = srv.child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
