@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::fault;
 use super::metrics::Metrics;
 use super::model::{LoadedModel, SeqCache, StepInput};
 use super::sampling::{Sampler, SamplingParams, TextStream};
@@ -87,6 +88,11 @@ struct Seq {
     last_token_at: Option<Instant>,
     reserved: usize,
     finished: Option<FinishReason>,
+    /// An error was sent to the client; no `Done` follows.
+    failed: bool,
+    /// Injected faults (see [`fault`]) that apply to this request.
+    fault_on_token: bool,
+    fault_in_step: bool,
 }
 
 /// Starts the engine thread; it runs until every handle is dropped and the work is done.
@@ -119,16 +125,35 @@ impl Engine {
                     Err(_) => return,
                 }
             }
-            while let Ok(cmd) = rx.try_recv() {
-                self.accept(cmd);
-            }
-            self.drop_cancelled();
-            self.admit();
-            self.publish();
-            if !self.running.is_empty() {
-                self.step();
+            // A panic outside a step's own guard fails the requests in the engine, not the engine.
+            let turn = catch_unwind(AssertUnwindSafe(|| {
+                while let Ok(cmd) = rx.try_recv() {
+                    self.accept(cmd);
+                }
+                self.drop_cancelled();
+                self.admit();
+                self.publish();
+                if !self.running.is_empty() {
+                    self.step();
+                }
+            }));
+            if let Err(panic) = turn {
+                self.fail_all(&format!("internal error in the engine: {}", panic_message(&*panic)));
             }
         }
+    }
+
+    /// Fails every running and waiting request (after a panic the engine could not pin on one).
+    fn fail_all(&mut self, msg: &str) {
+        tracing::error!("{msg}; failing {} running and {} waiting requests", self.running.len(), self.waiting.len());
+        for s in self.running.drain(..) {
+            let _ = s.req.events.send(Event::Error(msg.to_string()));
+        }
+        for r in self.waiting.drain(..) {
+            let _ = r.events.send(Event::Error(msg.to_string()));
+        }
+        self.kv_used = 0;
+        self.publish();
     }
 
     fn accept(&mut self, cmd: Command) {
@@ -172,6 +197,7 @@ impl Engine {
             self.kv_used += need;
             let vocab = self.model.model.cfg.vocab;
             let sampler = Sampler::new(req.params.clone(), &req.prompt, vocab);
+            let (fault_on_token, fault_in_step) = injected_faults(&self.model, &req.prompt);
             self.running.push(Seq {
                 cache: self.model.model.new_cache(),
                 prefilled: 0,
@@ -181,6 +207,9 @@ impl Engine {
                 last_token_at: None,
                 reserved: need,
                 finished: None,
+                failed: false,
+                fault_on_token,
+                fault_in_step,
                 req,
             });
         }
@@ -219,16 +248,12 @@ impl Engine {
         let error = match result {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!("the model failed: {e}")),
-            Err(panic) => Some(format!(
-                "internal error in the engine: {}",
-                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
-            )),
+            Err(panic) => Some(format!("internal error in the engine: {}", panic_message(&*panic))),
         };
         if let Some(msg) = error {
             tracing::error!("{msg}; failing the {} sequences of this step", plan.len());
             for &(i, _, _) in &plan {
-                let _ = self.running[i].req.events.send(Event::Error(msg.clone()));
-                self.running[i].finished = Some(FinishReason::Stop);
+                fail(&mut self.running[i], &msg);
             }
         }
         self.metrics.steps.fetch_add(1, Ordering::Relaxed);
@@ -236,6 +261,9 @@ impl Engine {
     }
 
     fn forward(&mut self, plan: &[(usize, usize, usize)]) -> candle_core::Result<()> {
+        if plan.iter().any(|&(i, _, _)| self.running[i].fault_in_step) {
+            panic!("injected fault (panic-in-step)");
+        }
         let model = Arc::clone(&self.model);
         // Tokens of each planned sequence: a prompt slice, or the last generated token.
         let tokens: Vec<Vec<u32>> = plan
@@ -277,30 +305,12 @@ impl Engine {
                 continue;
             }
             let Some(mut row) = logits.next() else { candle_core::bail!("missing logits") };
-            let token = s.sampler.sample(&mut row);
-            self.metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
-            match s.last_token_at {
-                None => self.metrics.observe_ttft(now.duration_since(s.req.arrived).as_secs_f64()),
-                Some(t) => self.metrics.observe_itl(now.duration_since(t).as_secs_f64()),
-            }
-            s.last_token_at = Some(now);
-            if model.tokenizer.eos_ids.contains(&token) && !s.sampler.params().ignore_eos {
-                s.finished = Some(FinishReason::Stop);
-                s.generated.push(token);
-                continue;
-            }
-            s.generated.push(token);
-            s.sampler.observe(token);
-            let (delta, stopped) = s.text.push(token, |ids| model.tokenizer.decode(ids), &s.sampler.params().stop);
-            if !delta.is_empty() {
-                let _ = s.req.events.send(Event::Text(delta));
-            }
-            if stopped {
-                s.finished = Some(FinishReason::Stop);
-            } else if s.generated.len() >= s.sampler.params().max_tokens
-                || s.cache.len() + 1 >= model.model.cfg.context
-            {
-                s.finished = Some(FinishReason::Length);
+            // A panic while handling one sequence's token fails that request alone.
+            let metrics = &self.metrics;
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| emit_token(&model, metrics, s, &mut row, now))) {
+                let msg = format!("internal error in the engine: {}", panic_message(&*panic));
+                tracing::error!(request_id = %s.req.id, "{msg}; failing this request");
+                fail(s, &msg);
             }
         }
         Ok(())
@@ -316,6 +326,10 @@ impl Engine {
             };
             let mut s = self.running.remove(i);
             self.kv_used -= s.reserved;
+            if s.failed {
+                tracing::info!(request_id = %s.req.id, prompt_tokens = s.req.prompt.len(), "request failed");
+                continue;
+            }
             let rest = s.text.take_rest();
             if !rest.is_empty() {
                 let _ = s.req.events.send(Event::Text(rest));
@@ -327,4 +341,59 @@ impl Engine {
         }
         self.publish();
     }
+}
+
+/// Samples one sequence's next token from its logits row, streams its text and decides whether
+/// the sequence is done.
+fn emit_token(model: &LoadedModel, metrics: &Metrics, s: &mut Seq, row: &mut [f32], now: Instant) {
+    if s.fault_on_token {
+        panic!("injected fault (panic-on-prompt)");
+    }
+    let token = s.sampler.sample(row);
+    metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
+    match s.last_token_at {
+        None => metrics.observe_ttft(now.duration_since(s.req.arrived).as_secs_f64()),
+        Some(t) => metrics.observe_itl(now.duration_since(t).as_secs_f64()),
+    }
+    s.last_token_at = Some(now);
+    if model.tokenizer.eos_ids.contains(&token) && !s.sampler.params().ignore_eos {
+        s.finished = Some(FinishReason::Stop);
+        s.generated.push(token);
+        return;
+    }
+    s.generated.push(token);
+    s.sampler.observe(token);
+    let (delta, stopped) = s.text.push(token, |ids| model.tokenizer.decode(ids), &s.sampler.params().stop);
+    if !delta.is_empty() {
+        let _ = s.req.events.send(Event::Text(delta));
+    }
+    if stopped {
+        s.finished = Some(FinishReason::Stop);
+    } else if s.generated.len() >= s.sampler.params().max_tokens
+        || s.cache.len() + 1 >= model.model.cfg.context
+    {
+        s.finished = Some(FinishReason::Length);
+    }
+}
+
+/// Tells a sequence's client about an error; the sequence leaves at the next retire.
+fn fail(s: &mut Seq, msg: &str) {
+    let _ = s.req.events.send(Event::Error(msg.to_string()));
+    s.failed = true;
+    s.finished = Some(FinishReason::Stop);
+}
+
+/// The text of a panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+/// Which injected faults (see [`fault`]) a prompt triggers: (on its tokens, in its steps).
+fn injected_faults(model: &LoadedModel, prompt: &[u32]) -> (bool, bool) {
+    let f = fault::get();
+    if f.panic_on_prompt.is_none() && f.panic_in_step.is_none() {
+        return (false, false);
+    }
+    let text = model.tokenizer.decode(prompt);
+    (fault::triggers(&f.panic_on_prompt, &text), fault::triggers(&f.panic_in_step, &text))
 }

@@ -104,6 +104,9 @@ impl AppState {
 
 /// Loads the model (blocking) and installs it.
 pub fn load_into(state: &AppState, source: &ModelSource, device: &candle_core::Device, args: &ServeArgs) -> Result<(), ServeError> {
+    if let Some(delay) = super::fault::get().load_delay {
+        std::thread::sleep(delay);
+    }
     let started = Instant::now();
     let mut model = load_model(source, device)?;
     if let Some(f) = args.gpu_memory_fraction {
@@ -301,6 +304,9 @@ fn admit<'a>(state: &'a AppState, model: Option<&str>) -> Result<(Slot, &'a Load
 fn submit(state: &AppState, loaded: &Loaded, prompt: &str, prompt_field: &str, params: SamplingParams, id: String) -> Result<(UnboundedReceiver<Event>, usize), ApiError> {
     if prompt.is_empty() {
         return Err(ApiError::bad(prompt_field, format!("{prompt_field} must not be empty")));
+    }
+    if super::fault::triggers(&super::fault::get().panic_in_handler, prompt) {
+        panic!("injected fault (panic-in-handler)");
     }
     let ids = loaded.model.tokenizer.encode(prompt).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string()))?;
     if ids.is_empty() {

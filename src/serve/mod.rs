@@ -2,6 +2,7 @@
 //! API and the OpenAI API, running llama-family models through candle.
 
 pub mod engine;
+pub mod fault;
 mod http;
 pub mod metrics;
 pub mod model;
@@ -185,6 +186,7 @@ pub fn model_source(args: &ServeArgs, quiet: bool) -> Result<(ModelSource, Strin
 
 /// Entry point of `gpubench serve`.
 pub async fn run_cli(args: ServeArgs, quiet: bool) -> Result<crate::ExitStatus, ServeError> {
+    fault::init().map_err(ServeError::Usage)?;
     if let Some(n) = args.threads {
         if n == 0 {
             return Err(ServeError::Usage("--threads must be at least 1".into()));
