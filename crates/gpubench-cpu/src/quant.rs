@@ -18,7 +18,7 @@ use super::x86::{f32_avx2, q4_1_avx2, q4_1_vnni, q8_0_avx2, q8_0_vnni};
 /// Elements per quantization block.
 pub const QK: usize = 32;
 /// Tokens one weight row is applied to at once.
-pub const TILE: usize = 4;
+pub const TILE: usize = 8;
 
 /// 32 weights as `d * q + m`, q in 0..16; byte j holds element j (low nibble) and j + 16.
 /// The scales are f16 bits, as in GGUF files (20 bytes a block).
@@ -182,7 +182,10 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
         .collect()
 }
 
-/// Activations of a step quantized per block of 32: values, scale, and scale times the sum.
+/// Activations of a step quantized per block of 32: values (token-major), and per block the
+/// scales and scale times the sum, block-major with a stride of `tp` (the token count padded to
+/// a whole tile, zeros after the last token) so a kernel loads one block's scales for a whole
+/// tile of tokens at once.
 #[derive(Default)]
 pub struct Acts {
     pub qs: Vec<i8>,
@@ -190,16 +193,22 @@ pub struct Acts {
     pub s: Vec<f32>,
     /// Blocks per token.
     pub nb: usize,
+    /// Stride of `d` and `s`: tokens rounded up to a multiple of [`TILE`].
+    pub tp: usize,
 }
 
 impl Acts {
     /// Quantizes `t` rows of `k` values (`k` a multiple of 32).
     pub fn quantize(&mut self, x: &[f32], t: usize, k: usize) {
         let nb = k / QK;
+        let tp = t.div_ceil(TILE) * TILE;
         self.nb = nb;
+        self.tp = tp;
         self.qs.resize(t * k, 0);
-        self.d.resize(t * nb, 0.0);
-        self.s.resize(t * nb, 0.0);
+        self.d.clear();
+        self.d.resize(nb * tp, 0.0);
+        self.s.clear();
+        self.s.resize(nb * tp, 0.0);
         let isa = isa::get();
         for (i, c) in x[..t * k].chunks_exact(QK).enumerate() {
             let q = &mut self.qs[i * QK..(i + 1) * QK];
@@ -209,8 +218,9 @@ impl Acts {
                 Isa::Avx2 | Isa::Vnni => unsafe { super::x86::quantize_block_avx2(c, q) },
                 _ => quantize_block(c, q),
             };
-            self.d[i] = d;
-            self.s[i] = s;
+            let (tok, b) = (i / nb, i % nb);
+            self.d[b * tp + tok] = d;
+            self.s[b * tp + tok] = s;
         }
     }
 }
@@ -291,7 +301,11 @@ unsafe fn rows_dot(isa: Isa, lin: &Linear, r0: usize, r1: usize, x: &[f32], a: &
                 1 => $f::<1>($w, k, r0, r1, $a, t0, dst),
                 2 => $f::<2>($w, k, r0, r1, $a, t0, dst),
                 3 => $f::<3>($w, k, r0, r1, $a, t0, dst),
-                _ => $f::<4>($w, k, r0, r1, $a, t0, dst),
+                4 => $f::<4>($w, k, r0, r1, $a, t0, dst),
+                5 => $f::<5>($w, k, r0, r1, $a, t0, dst),
+                6 => $f::<6>($w, k, r0, r1, $a, t0, dst),
+                7 => $f::<7>($w, k, r0, r1, $a, t0, dst),
+                _ => $f::<8>($w, k, r0, r1, $a, t0, dst),
             }
         }};
     }
@@ -337,7 +351,7 @@ pub unsafe fn q4_1_scalar<const N: usize>(w: &[BlockQ4_1], k: usize, r0: usize, 
                 for i in 0..16 {
                     sum += (blk.qs[i] & 0x0F) as i32 * q[i] as i32 + (blk.qs[i] >> 4) as i32 * q[i + 16] as i32;
                 }
-                acc += sum as f32 * blk.d() * a.d[t * nb + b] + blk.m() * a.s[t * nb + b];
+                acc += sum as f32 * blk.d() * a.d[b * a.tp + t] + blk.m() * a.s[b * a.tp + t];
             }
             // SAFETY: the caller vouches for the output's size.
             unsafe { *dst.out.add(t * dst.stride + r) = acc };
@@ -358,7 +372,7 @@ pub unsafe fn q8_0_scalar<const N: usize>(w: &[BlockQ8_0], k: usize, r0: usize, 
             for (b, blk) in row.iter().enumerate() {
                 let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
                 let sum: i32 = blk.qs.iter().zip(q).map(|(&x, &y)| x as i32 * y as i32).sum();
-                acc += sum as f32 * blk.d() * a.d[t * nb + b];
+                acc += sum as f32 * blk.d() * a.d[b * a.tp + t];
             }
             // SAFETY: the caller vouches for the output's size.
             unsafe { *dst.out.add(t * dst.stride + r) = acc };
@@ -422,7 +436,7 @@ mod tests {
             isa::force(Some(Isa::Scalar));
             b.quantize(&x, 5, 320);
             isa::force(None);
-            assert_eq!((a.qs, a.d), (b.qs, b.d), "{isa:?}");
+            assert_eq!((a.qs, a.d, a.tp), (b.qs, b.d, b.tp), "{isa:?}");
             for (sa, sb) in a.s.iter().zip(&b.s) {
                 assert!((sa - sb).abs() <= 1e-6 * sb.abs().max(1.0));
             }
