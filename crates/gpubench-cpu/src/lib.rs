@@ -227,13 +227,7 @@ impl CpuLlama {
             add(&mut sc.x, &sc.h);
             rms_norm(&sc.x, &layer.ffn_norm, eps, &mut sc.h);
             matmul(&self.pool, &layer.gate_up, &sc.h, t, &mut sc.acts, &mut sc.gu);
-            for row in 0..t {
-                let g = &sc.gu[row * 2 * inter..row * 2 * inter + inter];
-                let u = &sc.gu[row * 2 * inter + inter..(row + 1) * 2 * inter];
-                for ((a, &g), &u) in sc.act[row * inter..(row + 1) * inter].iter_mut().zip(g).zip(u) {
-                    *a = g / (1.0 + (-g).exp()) * u;
-                }
-            }
+            self.swiglu(&sc.gu, t, &mut sc.act);
             matmul(&self.pool, &layer.down, &sc.act, t, &mut sc.acts, &mut sc.h);
             add(&mut sc.x, &sc.h);
         }
@@ -256,6 +250,34 @@ impl CpuLlama {
         let mut logits = vec![0f32; m * head.rows];
         matmul(&self.pool, head, &normed, m, &mut sc.acts, &mut logits);
         Ok(logits.chunks_exact(head.rows).map(|c| c.to_vec()).collect())
+    }
+
+    /// `act = silu(gate) * up` for `t` rows of `gu` (gate then up, `intermediate` each), shared
+    /// by the pool's threads in pieces of 256 values.
+    fn swiglu(&self, gu: &[f32], t: usize, act: &mut [f32]) {
+        const PIECE: usize = 256;
+        let inter = self.cfg.intermediate;
+        let per_row = inter.div_ceil(PIECE);
+        let next = AtomicUsize::new(0);
+        let outp = Ptr(act.as_mut_ptr());
+        self.pool.run(&|_| {
+            let outp = outp;
+            loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                if j >= t * per_row {
+                    break;
+                }
+                let (row, i0) = (j / per_row, (j % per_row) * PIECE);
+                let n = PIECE.min(inter - i0);
+                let g = &gu[row * 2 * inter + i0..row * 2 * inter + i0 + n];
+                let u = &gu[row * 2 * inter + inter + i0..row * 2 * inter + inter + i0 + n];
+                // SAFETY: this piece of `act` belongs to this job alone.
+                let a = unsafe { std::slice::from_raw_parts_mut(outp.0.add(row * inter + i0), n) };
+                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                    *a = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+        });
     }
 
     /// Causal attention of every span's new tokens over its cache, split into jobs of
