@@ -351,7 +351,7 @@ pub unsafe fn q4_1_scalar<const N: usize>(w: &[BlockQ4_1], k: usize, r0: usize, 
                 for i in 0..16 {
                     sum += (blk.qs[i] & 0x0F) as i32 * q[i] as i32 + (blk.qs[i] >> 4) as i32 * q[i + 16] as i32;
                 }
-                acc += sum as f32 * blk.d() * a.d[b * a.tp + t] + blk.m() * a.s[b * a.tp + t];
+                acc += sum as f32 * a.d[b * a.tp + t] * blk.d() + blk.m() * a.s[b * a.tp + t];
             }
             // SAFETY: the caller vouches for the output's size.
             unsafe { *dst.out.add(t * dst.stride + r) = acc };
@@ -372,7 +372,7 @@ pub unsafe fn q8_0_scalar<const N: usize>(w: &[BlockQ8_0], k: usize, r0: usize, 
             for (b, blk) in row.iter().enumerate() {
                 let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
                 let sum: i32 = blk.qs.iter().zip(q).map(|(&x, &y)| x as i32 * y as i32).sum();
-                acc += sum as f32 * blk.d() * a.d[b * a.tp + t];
+                acc += sum as f32 * a.d[b * a.tp + t] * blk.d();
             }
             // SAFETY: the caller vouches for the output's size.
             unsafe { *dst.out.add(t * dst.stride + r) = acc };

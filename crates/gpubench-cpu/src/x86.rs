@@ -42,8 +42,8 @@ unsafe fn scales(p: *const u16) -> (f32, f32) {
 macro_rules! q4_1_kernel {
     ($name:ident, $features:literal, $dot:ident) => {
         /// Rows `r0..r1` of `w` (k columns) against tokens `t0..t0 + N` of `a` (N <= 8; `t0` a
-        /// multiple of 8). Per block: the weights are unpacked once, the scales of all tokens
-        /// come in one vector, and the `m * s` terms of all tokens take one fused multiply-add.
+        /// multiple of 8). Per block: the weights are unpacked once, each token's scale is
+        /// broadcast straight from memory, and the `m * s` terms of all tokens take one fused multiply-add.
         ///
         /// # Safety
         /// The CPU must have the named features; `a` holds tokens `t0..t0 + N`; `dst` has room.
@@ -56,7 +56,6 @@ macro_rules! q4_1_kernel {
             let qs = a.qs.as_ptr();
             let ds = a.d.as_ptr();
             let ss = a.s.as_ptr();
-            let mut scale = [0f32; 8];
             for r in r0..r1 {
                 let row = &w[r * nb..(r + 1) * nb];
                 let mut acc = [_mm256_setzero_ps(); N];
@@ -64,23 +63,23 @@ macro_rules! q4_1_kernel {
                 for (b, blk) in row.iter().enumerate() {
                     // SAFETY: the block's 4 bytes of scales and 16 of nibbles; 8 padded scales
                     // of block b from token t0 (t0 + 8 <= tp).
-                    let ((dw, mw), raw, da, sa) = unsafe {
+                    let ((dw, mw), raw, sa) = unsafe {
                         (
                             scales(&blk.d),
                             _mm_loadu_si128(blk.qs.as_ptr() as *const __m128i),
-                            _mm256_loadu_ps(ds.add(b * tp + t0)),
                             _mm256_loadu_ps(ss.add(b * tp + t0)),
                         )
                     };
                     let wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
                     msum = _mm256_fmadd_ps(_mm256_set1_ps(mw), sa, msum);
-                    // SAFETY: a local array of 8.
-                    unsafe { _mm256_storeu_ps(scale.as_mut_ptr(), _mm256_mul_ps(_mm256_set1_ps(dw), da)) };
+                    let dwv = _mm256_set1_ps(dw);
                     for j in 0..N {
                         // SAFETY: the caller guarantees tokens t0..t0+N of nb blocks exist.
-                        let aq = unsafe { _mm256_loadu_si256(qs.add(((t0 + j) * nb + b) * QK) as *const __m256i) };
+                        let (aq, da) = unsafe {
+                            (_mm256_loadu_si256(qs.add(((t0 + j) * nb + b) * QK) as *const __m256i), _mm256_broadcast_ss(&*ds.add(b * tp + t0 + j)))
+                        };
                         let p = $dot(wq, aq);
-                        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&scale[j]), acc[j]);
+                        acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), da), dwv, acc[j]);
                     }
                 }
                 let mut m = [0f32; 8];
@@ -109,23 +108,21 @@ macro_rules! q8_0_kernel {
             let tp = a.tp;
             let qs = a.qs.as_ptr();
             let ds = a.d.as_ptr();
-            let mut scale = [0f32; 8];
             for r in r0..r1 {
                 let row = &w[r * nb..(r + 1) * nb];
                 let mut acc = [_mm256_setzero_ps(); N];
                 for (b, blk) in row.iter().enumerate() {
                     // SAFETY: the block's scale and 32 bytes; 8 padded scales of block b.
-                    let ((dw, _), wq, da) = unsafe {
-                        (scales(&blk.d), _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i), _mm256_loadu_ps(ds.add(b * tp + t0)))
-                    };
+                    let ((dw, _), wq) = unsafe { (scales(&blk.d), _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i)) };
                     let wabs = _mm256_sign_epi8(wq, wq);
-                    // SAFETY: a local array of 8.
-                    unsafe { _mm256_storeu_ps(scale.as_mut_ptr(), _mm256_mul_ps(_mm256_set1_ps(dw), da)) };
+                    let dwv = _mm256_set1_ps(dw);
                     for j in 0..N {
                         // SAFETY: the caller guarantees tokens t0..t0+N of nb blocks exist.
-                        let aq = unsafe { _mm256_loadu_si256(qs.add(((t0 + j) * nb + b) * QK) as *const __m256i) };
+                        let (aq, da) = unsafe {
+                            (_mm256_loadu_si256(qs.add(((t0 + j) * nb + b) * QK) as *const __m256i), _mm256_broadcast_ss(&*ds.add(b * tp + t0 + j)))
+                        };
                         let p = $dot(wabs, _mm256_sign_epi8(aq, wq));
-                        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&scale[j]), acc[j]);
+                        acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), da), dwv, acc[j]);
                     }
                 }
                 for j in 0..N {
