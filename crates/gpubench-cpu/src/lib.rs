@@ -32,9 +32,25 @@ pub struct LlamaConfig {
     pub context: usize,
     /// GGUF files store q/k for interleaved (GPT-J style) rotation; Hugging Face weights for halves.
     pub rope_interleaved: bool,
+    /// Per rotary frequency, a divisor (Llama 3.1+ scaling: the GGUF's `rope_freqs.weight`, or
+    /// computed from config.json's `rope_scaling`); None: plain RoPE.
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 impl LlamaConfig {
+    /// The rotary inverse frequencies, one per pair of dimensions, scaled when the model says so.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        (0..self.head_dim / 2)
+            .map(|i| {
+                let f = 1f32 / self.rope_theta.powf(2.0 * i as f32 / self.head_dim as f32);
+                match &self.rope_freq_factors {
+                    Some(k) => f / k.get(i).copied().unwrap_or(1.0),
+                    None => f,
+                }
+            })
+            .collect()
+    }
+
     /// Bytes of KV cache one token takes (f32).
     pub fn kv_bytes_per_token(&self) -> usize {
         2 * self.layers * self.kv_heads * self.head_dim * 4
@@ -126,6 +142,28 @@ pub struct Span<'a> {
     pub want_logits: bool,
 }
 
+/// Llama 3.1's RoPE scaling (`rope_type: llama3`) as divisors of the plain frequencies: high
+/// frequencies stay, low ones are divided by `factor`, the band between is blended.
+pub fn llama3_freq_factors(theta: f32, head_dim: usize, factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context: f32) -> Vec<f32> {
+    let low_wavelen = original_context / low_freq_factor;
+    let high_wavelen = original_context / high_freq_factor;
+    (0..head_dim / 2)
+        .map(|i| {
+            let inv = 1f32 / theta.powf(2.0 * i as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / inv;
+            let scaled = if wavelen < high_wavelen {
+                inv
+            } else if wavelen > low_wavelen {
+                inv / factor
+            } else {
+                let smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                (1.0 - smooth) * inv / factor + smooth * inv
+            };
+            inv / scaled
+        })
+        .collect()
+}
+
 #[derive(Clone, Copy)]
 struct Ptr(*mut f32);
 // SAFETY: attention jobs write disjoint rows of the output and `Pool::run` waits for them.
@@ -134,8 +172,7 @@ unsafe impl Send for Ptr {}
 
 impl CpuLlama {
     pub fn new(cfg: LlamaConfig, embed: Linear, layers: Vec<CpuLayer>, norm: Vec<f32>, lm_head: Option<Linear>) -> Self {
-        let half = cfg.head_dim / 2;
-        let inv_freq = (0..half).map(|i| 1f32 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
+        let inv_freq = cfg.inv_freq();
         let pool = Pool::new(threads());
         tracing::info!("CPU kernels: {}, {} threads", isa::get().name(), pool.threads());
         Self { cfg, embed, layers, norm, lm_head, inv_freq, pool, scratch: Mutex::new(Scratch::default()) }
@@ -393,5 +430,21 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
         let (x0, x1) = (x[a], x[b]);
         x[a] = x0 * cos[i] - x1 * sin[i];
         x[b] = x0 * sin[i] + x1 * cos[i];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
+        // Llama 3.1 8B: theta 500000, head_dim 128, factor 8, low 1, high 4, original 8192.
+        let k = llama3_freq_factors(500_000.0, 128, 8.0, 1.0, 4.0, 8192.0);
+        assert_eq!(k.len(), 64);
+        assert!((k[0] - 1.0).abs() < 1e-6, "the highest frequency is kept");
+        assert!((k[63] - 8.0).abs() < 1e-4, "the lowest is divided by the factor");
+        assert!(k.windows(2).all(|w| w[1] >= w[0] - 1e-6), "divisors grow as frequencies fall");
+        assert!(k.iter().any(|&x| x > 1.01 && x < 7.99), "a blended band in between");
     }
 }

@@ -48,7 +48,7 @@ impl Llama {
         device: Device,
     ) -> Result<Self> {
         let half = cfg.head_dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| 1f32 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
+        let inv: Vec<f32> = cfg.inv_freq();
         let inv = Tensor::from_vec(inv, (1, half), &device)?;
         let pos = Tensor::arange(0u32, cfg.context as u32, &device)?.to_dtype(DType::F32)?.reshape((cfg.context, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;

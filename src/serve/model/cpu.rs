@@ -98,11 +98,10 @@ fn fuse(parts: Vec<Linear>, name: &str) -> R<Linear> {
     Linear::stack(parts).ok_or_else(|| format!("{name}: projections of different widths"))
 }
 
-fn check(cfg: &LlamaConfig, l: &Linear, rows: usize, cols: usize, name: &str) -> R<()> {
+fn check(l: &Linear, rows: usize, cols: usize, name: &str) -> R<()> {
     if (l.rows, l.cols) != (rows, cols) {
         return Err(format!("{name}: shape {}x{} where the config says {rows}x{cols}", l.rows, l.cols));
     }
-    let _ = cfg;
     Ok(())
 }
 
@@ -123,22 +122,22 @@ pub struct LayerParts {
 pub fn assemble(cfg: LlamaConfig, embed: Linear, parts: Vec<LayerParts>, norm: Vec<f32>, lm_head: Option<Linear>) -> R<CpuLlama> {
     let (h, i) = (cfg.hidden, cfg.intermediate);
     let (qd, kvd) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
-    check(&cfg, &embed, cfg.vocab, h, "token embedding")?;
+    check(&embed, cfg.vocab, h, "token embedding")?;
     if let Some(head) = &lm_head {
-        check(&cfg, head, cfg.vocab, h, "output")?;
+        check(head, cfg.vocab, h, "output")?;
     }
     if norm.len() != h {
         return Err(format!("output norm has {} values for a hidden size of {h}", norm.len()));
     }
     let mut layers = Vec::with_capacity(parts.len());
     for (n, p) in parts.into_iter().enumerate() {
-        check(&cfg, &p.q, qd, h, &format!("layer {n} q"))?;
-        check(&cfg, &p.k, kvd, h, &format!("layer {n} k"))?;
-        check(&cfg, &p.v, kvd, h, &format!("layer {n} v"))?;
-        check(&cfg, &p.o, h, qd, &format!("layer {n} o"))?;
-        check(&cfg, &p.gate, i, h, &format!("layer {n} gate"))?;
-        check(&cfg, &p.up, i, h, &format!("layer {n} up"))?;
-        check(&cfg, &p.down, h, i, &format!("layer {n} down"))?;
+        check(&p.q, qd, h, &format!("layer {n} q"))?;
+        check(&p.k, kvd, h, &format!("layer {n} k"))?;
+        check(&p.v, kvd, h, &format!("layer {n} v"))?;
+        check(&p.o, h, qd, &format!("layer {n} o"))?;
+        check(&p.gate, i, h, &format!("layer {n} gate"))?;
+        check(&p.up, i, h, &format!("layer {n} up"))?;
+        check(&p.down, h, i, &format!("layer {n} down"))?;
         if p.attn_norm.len() != h || p.ffn_norm.len() != h {
             return Err(format!("layer {n}: norm weights do not match the hidden size {h}"));
         }

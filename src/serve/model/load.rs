@@ -50,6 +50,7 @@ impl Arch {
                     rms_eps: 1e-5,
                     context: 8192,
                     rope_interleaved: false,
+                    rope_freq_factors: None,
                 },
                 tied,
             )
@@ -68,6 +69,7 @@ impl Arch {
                     rms_eps: 1e-5,
                     context: 8192,
                     rope_interleaved: false,
+                    rope_freq_factors: None,
                 },
                 true,
             ),
@@ -166,7 +168,17 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
         rms_eps: getf("attention.layer_norm_rms_epsilon", 1e-5) as f64,
         context: get("context_length").map(|v| v as usize).unwrap_or(4096),
         rope_interleaved: true,
+        rope_freq_factors: None,
     };
+    let mut cfg = cfg;
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        let t = content.tensor(&mut file, "rope_freqs.weight", &Device::Cpu).map_err(ce("rope_freqs.weight"))?;
+        let k = t.dequantize(&Device::Cpu).and_then(|t| t.flatten_all()?.to_vec1::<f32>()).map_err(ce("rope_freqs.weight"))?;
+        if k.len() != cfg.head_dim / 2 {
+            return Err(bad(format!("rope_freqs.weight has {} values for a head size of {}", k.len(), cfg.head_dim)));
+        }
+        cfg.rope_freq_factors = Some(k);
+    }
     if use_cpu_kernels(device) {
         drop(embed_q);
         let has_output = content.tensor_infos.contains_key("output.weight");
@@ -231,7 +243,10 @@ fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
         rms_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-5),
         context: num("max_position_embeddings").unwrap_or(4096).min(32_768),
         rope_interleaved: false,
+        rope_freq_factors: None,
     };
+    let mut cfg = cfg;
+    cfg.rope_freq_factors = rope_scaling(&c, &cfg)?;
     let tied = c["tie_word_embeddings"].as_bool().unwrap_or(false);
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| bad(format!("cannot list {}: {e}", dir.display())))?
@@ -286,6 +301,30 @@ fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     Ok(LoadedModel { model, tokenizer, template, dummy: false })
 }
 
+/// Frequency divisors from config.json's `rope_scaling` (`llama3` and `linear`); other kinds are
+/// refused rather than run wrong.
+fn rope_scaling(c: &serde_json::Value, cfg: &LlamaConfig) -> Result<Option<Vec<f32>>, ServeError> {
+    let rs = &c["rope_scaling"];
+    if rs.is_null() {
+        return Ok(None);
+    }
+    let kind = rs["rope_type"].as_str().or_else(|| rs["type"].as_str()).unwrap_or("");
+    let f = |k: &str| rs[k].as_f64().map(|v| v as f32).ok_or_else(|| bad(format!("config.json rope_scaling lacks `{k}`")));
+    match kind {
+        "default" => Ok(None),
+        "linear" => Ok(Some(vec![f("factor")?; cfg.head_dim / 2])),
+        "llama3" => Ok(Some(gpubench_cpu::llama3_freq_factors(
+            cfg.rope_theta,
+            cfg.head_dim,
+            f("factor")?,
+            f("low_freq_factor")?,
+            f("high_freq_factor")?,
+            f("original_max_position_embeddings")?,
+        ))),
+        other => Err(bad(format!("config.json rope_scaling `{other}` is not supported (llama3, linear); pick a model without it"))),
+    }
+}
+
 fn load_dummy(arch: Arch, device: &Device) -> Result<LoadedModel, ServeError> {
     let (cfg, tied) = arch.config();
     let tokenizer = TextTokenizer::bytes();
@@ -317,4 +356,28 @@ fn load_dummy(arch: Arch, device: &Device) -> Result<LoadedModel, ServeError> {
     let norm = ones(h)?;
     let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?);
     Ok(LoadedModel { model, tokenizer, template: ChatTemplate::new(None, "", "")?, dummy: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_scaling_from_config_json() {
+        let (cfg, _) = Arch::Llama32_1b.config();
+        let none = serde_json::json!({});
+        assert_eq!(rope_scaling(&none, &cfg).unwrap(), None);
+        let llama3 = serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}});
+        let k = rope_scaling(&llama3, &cfg).unwrap().unwrap();
+        assert_eq!(k.len(), cfg.head_dim / 2);
+        assert!((k[0] - 1.0).abs() < 1e-6 && (k[k.len() - 1] - 32.0).abs() < 1e-3);
+        let linear = serde_json::json!({"rope_scaling": {"type": "linear", "factor": 2.0}});
+        assert_eq!(rope_scaling(&linear, &cfg).unwrap(), Some(vec![2.0; cfg.head_dim / 2]));
+        let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
+        let err = rope_scaling(&yarn, &cfg).unwrap_err().to_string();
+        assert!(err.contains("yarn") && err.contains("not supported"), "{err}");
+        let broken = serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}});
+        assert!(rope_scaling(&broken, &cfg).unwrap_err().to_string().contains("low_freq_factor"));
+    }
 }
