@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod model;
 mod openai;
 pub mod sampling;
+mod spm;
 pub mod template;
 pub mod tokenizer;
 

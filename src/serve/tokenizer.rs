@@ -11,6 +11,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
+use super::spm::SpmVocab;
 use super::ServeError;
 
 /// Pre-tokenizer regexes of llama.cpp's `llama-bpe` and `qwen2`.
@@ -19,6 +20,8 @@ const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 
 enum Inner {
     Hf(Box<Tokenizer>),
+    /// A SentencePiece vocabulary from a GGUF file.
+    Spm(Box<SpmVocab>),
     /// One token per byte, offset by 3 (ids 0..3 are special): for dummy weights.
     Bytes,
 }
@@ -38,16 +41,19 @@ fn bad(msg: impl Into<String>) -> ServeError {
 }
 
 impl TextTokenizer {
-    /// Builds the tokenizer a GGUF file describes (`tokenizer.ggml.*`). Only byte-level BPE
-    /// (`tokenizer.ggml.model = gpt2`) with a known pre-tokenizer is supported; anything else is
-    /// an error rather than a guess.
+    /// Builds the tokenizer a GGUF file describes (`tokenizer.ggml.*`): byte-level BPE
+    /// (`tokenizer.ggml.model = gpt2`) with a known pre-tokenizer, or SentencePiece (`llama`);
+    /// anything else is an error rather than a guess.
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self, ServeError> {
         let md = &content.metadata;
         let get_str = |k: &str| md.get(k).and_then(|v| v.to_string().ok()).cloned();
         let model = get_str("tokenizer.ggml.model").ok_or_else(|| bad("the GGUF has no tokenizer.ggml.model"))?;
+        if model == "llama" {
+            return Self::spm_from_gguf(content);
+        }
         if model != "gpt2" {
             return Err(bad(format!(
-                "tokenizer.ggml.model `{model}` is not supported (only byte-level BPE `gpt2`); use the model's Hugging Face folder with tokenizer.json instead"
+                "tokenizer.ggml.model `{model}` is not supported (byte-level BPE `gpt2` and SentencePiece `llama`); use the model's Hugging Face folder with tokenizer.json instead"
             )));
         }
         let pre = get_str("tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
@@ -103,6 +109,50 @@ impl TextTokenizer {
         Ok(Self { inner: Inner::Hf(Box::new(tk)), eos_ids, bos_id: get_u32("tokenizer.ggml.bos_token_id"), add_bos })
     }
 
+    /// A SentencePiece vocabulary (`tokenizer.ggml.model = llama`): pieces, scores and types.
+    fn spm_from_gguf(content: &gguf_file::Content) -> Result<Self, ServeError> {
+        let md = &content.metadata;
+        let pieces: Vec<String> = md
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .ok_or_else(|| bad("the GGUF has no tokenizer.ggml.tokens"))?
+            .iter()
+            .map(|t| t.to_string().cloned().unwrap_or_default())
+            .collect();
+        let scores: Vec<f32> = md
+            .get("tokenizer.ggml.scores")
+            .and_then(|v| v.to_vec().ok())
+            .ok_or_else(|| bad("the GGUF's SentencePiece vocabulary has no tokenizer.ggml.scores"))?
+            .iter()
+            .map(|v| v.to_f32().unwrap_or(0.0))
+            .collect();
+        let types: Vec<i32> = md
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| v.iter().map(|t| t.to_i32().unwrap_or(1)).collect())
+            .unwrap_or_else(|| vec![1; pieces.len()]);
+        if scores.len() != pieces.len() || types.len() != pieces.len() {
+            return Err(bad("the GGUF's tokens, scores and token types differ in length"));
+        }
+        let get_u32 = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
+        let get_bool = |k: &str, d: bool| md.get(k).and_then(|v| v.to_bool().ok()).unwrap_or(d);
+        let vocab = SpmVocab::new(pieces, scores, types, get_u32("tokenizer.ggml.unknown_token_id").unwrap_or(0), get_bool("tokenizer.ggml.add_space_prefix", true));
+        let mut eos_ids: Vec<u32> = get_u32("tokenizer.ggml.eos_token_id").into_iter().collect();
+        for name in ["<|im_end|>", "<|eot_id|>", "</s>"] {
+            if let Some(id) = vocab.token_to_id(name) {
+                if !eos_ids.contains(&id) {
+                    eos_ids.push(id);
+                }
+            }
+        }
+        Ok(Self {
+            inner: Inner::Spm(Box::new(vocab)),
+            eos_ids,
+            bos_id: get_u32("tokenizer.ggml.bos_token_id"),
+            add_bos: get_bool("tokenizer.ggml.add_bos_token", true),
+        })
+    }
+
     /// Loads `tokenizer.json` of a Hugging Face folder; EOS ids come from `config.json`'s
     /// `eos_token_id` (number or list) and the usual end-of-turn tokens.
     pub fn from_hf_folder(dir: &Path, config: &serde_json::Value) -> Result<Self, ServeError> {
@@ -142,6 +192,7 @@ impl TextTokenizer {
                 let enc = tk.encode(text, true).map_err(|e| ServeError::Internal(format!("tokenizer: {e}")))?;
                 ids.extend_from_slice(enc.get_ids());
             }
+            Inner::Spm(v) => v.encode(text, &mut ids),
             Inner::Bytes => ids.extend(text.bytes().map(|b| b as u32 + 3)),
         }
         Ok(ids)
@@ -151,6 +202,7 @@ impl TextTokenizer {
     pub fn decode(&self, ids: &[u32]) -> String {
         match &self.inner {
             Inner::Hf(tk) => tk.decode(ids, true).unwrap_or_default(),
+            Inner::Spm(v) => v.decode(ids),
             Inner::Bytes => {
                 let bytes: Vec<u8> = ids.iter().filter(|&&i| i >= 3).map(|&i| ((i - 3) % 256) as u8).collect();
                 String::from_utf8_lossy(&bytes).into_owned()
@@ -162,6 +214,7 @@ impl TextTokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         match &self.inner {
             Inner::Hf(tk) => tk.token_to_id(token),
+            Inner::Spm(v) => v.token_to_id(token),
             Inner::Bytes => None,
         }
     }
@@ -189,4 +242,31 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper, ServeError> {
             )))
         }
     })
+}
+
+#[cfg(test)]
+mod spm_tests {
+    use super::*;
+
+    /// A small SentencePiece vocabulary (byte fallback, scored pieces, control tokens) and the ids
+    /// llama.cpp's `llama-tokenize` gives for it (`tests/fixtures/spm-reference.json`).
+    #[test]
+    fn sentencepiece_gguf_matches_llama_cpp() {
+        let bytes = include_bytes!("../../tests/fixtures/spm-vocab.gguf");
+        let content = gguf_file::Content::read(&mut std::io::Cursor::new(&bytes[..])).unwrap();
+        let tk = TextTokenizer::from_gguf(&content).unwrap();
+        let reference: serde_json::Value = serde_json::from_str(include_str!("../../tests/fixtures/spm-reference.json")).unwrap();
+        let cases = reference["cases"].as_array().unwrap();
+        assert!(cases.len() >= 10);
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+            let ids = tk.encode(text).unwrap();
+            assert_eq!(ids, want, "ids of {text:?}");
+            // Decoding gives the text back, with the space put in front of it.
+            assert_eq!(tk.decode(&ids), format!(" {text}"), "text of {text:?}");
+        }
+        assert_eq!(tk.encode("<s>hello").unwrap(), tk.encode("hello").unwrap()[..1].iter().chain(&tk.encode("hello").unwrap()).copied().collect::<Vec<_>>());
+        assert_eq!(tk.eos_ids, vec![2]);
+    }
 }
