@@ -76,7 +76,8 @@ impl SpmVocab {
 
     /// Token ids of `text` (no BOS), special tokens written in the text recognised.
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) {
-        let mut prev_special = true;
+        // Raw text always starts the input or follows a special token, so each piece of it gets
+        // the space prefix.
         let mut rest = text;
         while !rest.is_empty() {
             // The earliest special token in the rest (longest at the same place).
@@ -86,13 +87,11 @@ impl SpmVocab {
                 None => (rest, None),
             };
             if !raw.is_empty() {
-                self.encode_raw(raw, prev_special, out);
-                prev_special = false;
+                self.encode_raw(raw, out);
             }
             match special {
                 Some((len, id, at)) => {
                     out.push(id);
-                    prev_special = true;
                     rest = &rest[at + len..];
                 }
                 None => break,
@@ -100,9 +99,9 @@ impl SpmVocab {
         }
     }
 
-    fn encode_raw(&self, raw: &str, prefix: bool, out: &mut Vec<u32>) {
+    fn encode_raw(&self, raw: &str, out: &mut Vec<u32>) {
         let mut text = String::with_capacity(raw.len() + 3);
-        if self.add_space_prefix && prefix {
+        if self.add_space_prefix {
             text.push('▁');
         }
         text.push_str(&raw.replace(' ', "▁"));
