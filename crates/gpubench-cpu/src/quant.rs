@@ -128,39 +128,25 @@ impl Linear {
     pub fn stack(parts: Vec<Linear>) -> Option<Linear> {
         let cols = parts.first()?.cols;
         let rows = parts.iter().map(|p| p.rows).sum();
+        if parts.iter().any(|p| p.cols != cols) {
+            return None;
+        }
         let mut it = parts.into_iter();
         let first = it.next()?;
+        macro_rules! concat_as {
+            ($variant:ident, $v:ident) => {{
+                let mut v = $v;
+                for p in it {
+                    let Weights::$variant(x) = p.w else { return None };
+                    v.extend(x);
+                }
+                Weights::$variant(v)
+            }};
+        }
         let w = match first.w {
-            Weights::Q4_1(mut v) => {
-                for p in it {
-                    let Weights::Q4_1(x) = p.w else { return None };
-                    if p.cols != cols {
-                        return None;
-                    }
-                    v.extend(x);
-                }
-                Weights::Q4_1(v)
-            }
-            Weights::Q8_0(mut v) => {
-                for p in it {
-                    let Weights::Q8_0(x) = p.w else { return None };
-                    if p.cols != cols {
-                        return None;
-                    }
-                    v.extend(x);
-                }
-                Weights::Q8_0(v)
-            }
-            Weights::F32(mut v) => {
-                for p in it {
-                    let Weights::F32(x) = p.w else { return None };
-                    if p.cols != cols {
-                        return None;
-                    }
-                    v.extend(x);
-                }
-                Weights::F32(v)
-            }
+            Weights::Q4_1(v) => concat_as!(Q4_1, v),
+            Weights::Q8_0(v) => concat_as!(Q8_0, v),
+            Weights::F32(v) => concat_as!(F32, v),
         };
         Some(Linear { rows, cols, w })
     }
