@@ -89,7 +89,8 @@ struct Seq {
     reserved: usize,
     finished: Option<FinishReason>,
     /// An error was sent to the client; no `Done` follows.
-    failed: bool,
+    /// Why the sequence failed; its client is told when it leaves the batch.
+    failed: Option<String>,
     /// Injected faults (see [`fault`]) that apply to this request.
     fault_on_token: bool,
     fault_in_step: bool,
@@ -207,7 +208,7 @@ impl Engine {
                 last_token_at: None,
                 reserved: need,
                 finished: None,
-                failed: false,
+                failed: None,
                 fault_on_token,
                 fault_in_step,
                 req,
@@ -316,17 +317,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Finished sequences leave the batch and tell their clients.
+    /// Finished sequences leave the batch and tell their clients. The gauges are published first,
+    /// so a client that reads `/metrics` after its answer never sees its own sequence there.
     fn retire(&mut self) {
+        let mut done = Vec::new();
         let mut i = 0;
         while i < self.running.len() {
-            let Some(reason) = self.running[i].finished else {
+            if self.running[i].finished.is_some() {
+                let s = self.running.remove(i);
+                self.kv_used -= s.reserved;
+                done.push(s);
+            } else {
                 i += 1;
-                continue;
-            };
-            let mut s = self.running.remove(i);
-            self.kv_used -= s.reserved;
-            if s.failed {
+            }
+        }
+        self.publish();
+        for mut s in done {
+            let Some(reason) = s.finished else { continue };
+            if let Some(msg) = s.failed.take() {
+                let _ = s.req.events.send(Event::Error(msg));
                 tracing::info!(request_id = %s.req.id, prompt_tokens = s.req.prompt.len(), "request failed");
                 continue;
             }
@@ -335,11 +344,10 @@ impl Engine {
                 let _ = s.req.events.send(Event::Text(rest));
             }
             let completion_tokens = s.generated.len();
-            let _ = s.req.events.send(Event::Done { finish_reason: reason, prompt_tokens: s.req.prompt.len(), completion_tokens });
             self.metrics.observe_e2e(s.req.arrived.elapsed().as_secs_f64());
+            let _ = s.req.events.send(Event::Done { finish_reason: reason, prompt_tokens: s.req.prompt.len(), completion_tokens });
             tracing::info!(request_id = %s.req.id, prompt_tokens = s.req.prompt.len(), completion_tokens, finish_reason = reason.as_str(), "request done");
         }
-        self.publish();
     }
 }
 
@@ -376,10 +384,9 @@ fn emit_token(model: &LoadedModel, metrics: &Metrics, s: &mut Seq, row: &mut [f3
     }
 }
 
-/// Tells a sequence's client about an error; the sequence leaves at the next retire.
+/// Marks a sequence failed; it leaves at the next retire, which tells its client.
 fn fail(s: &mut Seq, msg: &str) {
-    let _ = s.req.events.send(Event::Error(msg.to_string()));
-    s.failed = true;
+    s.failed = Some(msg.to_string());
     s.finished = Some(FinishReason::Stop);
 }
 
