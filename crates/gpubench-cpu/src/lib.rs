@@ -4,6 +4,7 @@
 //! grow without copying on every token.
 
 pub mod isa;
+pub mod packed;
 pub mod pool;
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
@@ -173,6 +174,16 @@ unsafe impl Send for Ptr {}
 impl CpuLlama {
     pub fn new(cfg: LlamaConfig, embed: Linear, layers: Vec<CpuLayer>, norm: Vec<f32>, lm_head: Option<Linear>) -> Self {
         let inv_freq = cfg.inv_freq();
+        // Matrices that multiply are repacked for the kernels; an embedding that is only looked
+        // up stays row-major.
+        let layers = layers
+            .into_iter()
+            .map(|l| CpuLayer { qkv: l.qkv.packed(), wo: l.wo.packed(), gate_up: l.gate_up.packed(), down: l.down.packed(), ..l })
+            .collect();
+        let (embed, lm_head) = match lm_head {
+            Some(h) => (embed, Some(h.packed())),
+            None => (embed.packed(), None),
+        };
         let pool = Pool::new(threads());
         tracing::info!("CPU kernels: {}, {} threads", isa::get().name(), pool.threads());
         Self { cfg, embed, layers, norm, lm_head, inv_freq, pool, scratch: Mutex::new(Scratch::default()) }

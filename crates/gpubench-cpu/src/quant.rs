@@ -2,7 +2,8 @@
 //! runs a linear layer over all tokens of a step (each weight row is read once per step and
 //! applied to up to [`TILE`] tokens at a time).
 //!
-//! Q4_1 and Q8_0 keep the GGUF blocks (scales widened to f32); activations are quantized to
+//! Q4_1 and Q8_0 keep the GGUF blocks' bytes (f16 scales), repacked in groups of eight rows
+//! where the row count allows (see [`packed`](super::packed)); activations are quantized to
 //! 8 bits per block of 32 with a scale and a block sum, as llama.cpp does, and the dot
 //! products run on integers.
 
@@ -11,9 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use half::f16;
 
 use super::isa::{self, Isa};
+use super::packed::{self, PackedQ4_1, PackedQ8_0, GROUP};
 use super::pool::Pool;
 #[cfg(target_arch = "x86_64")]
-use super::x86::{f32_avx2, q4_1_avx2, q4_1_vnni, q8_0_avx2, q8_0_vnni};
+use super::x86::{f32_avx2, p4_1_avx2, p4_1_vnni, p8_0_avx2, p8_0_vnni, q4_1_avx2, q4_1_vnni, q8_0_avx2, q8_0_vnni};
 
 /// Elements per quantization block.
 pub const QK: usize = 32;
@@ -65,12 +67,14 @@ impl Default for BlockQ8_0 {
     }
 }
 
-/// A weight matrix, `rows` x `cols`, row-major.
+/// A weight matrix, `rows` x `cols`: row-major, or (packed) in groups of eight rows.
 #[derive(Debug)]
 pub enum Weights {
     Q4_1(Vec<BlockQ4_1>),
     Q8_0(Vec<BlockQ8_0>),
     F32(Vec<f32>),
+    PackedQ4_1(Vec<PackedQ4_1>),
+    PackedQ8_0(Vec<PackedQ8_0>),
 }
 
 #[derive(Debug)]
@@ -86,39 +90,60 @@ impl Linear {
             Weights::Q4_1(b) => b.len() * std::mem::size_of::<BlockQ4_1>(),
             Weights::Q8_0(b) => b.len() * std::mem::size_of::<BlockQ8_0>(),
             Weights::F32(v) => v.len() * 4,
+            Weights::PackedQ4_1(b) => b.len() * std::mem::size_of::<PackedQ4_1>(),
+            Weights::PackedQ8_0(b) => b.len() * std::mem::size_of::<PackedQ8_0>(),
         }
     }
 
     pub fn format(&self) -> &'static str {
         match &self.w {
-            Weights::Q4_1(_) => "Q4_1",
-            Weights::Q8_0(_) => "Q8_0",
+            Weights::Q4_1(_) | Weights::PackedQ4_1(_) => "Q4_1",
+            Weights::Q8_0(_) | Weights::PackedQ8_0(_) => "Q8_0",
             Weights::F32(_) => "F32",
         }
+    }
+
+    /// The same matrix with Q4_1 / Q8_0 blocks repacked in groups of eight rows (see
+    /// [`packed`]) where the row count allows; other matrices come back unchanged.
+    pub fn packed(self) -> Linear {
+        let Linear { rows, cols, w } = self;
+        if rows % GROUP != 0 {
+            return Linear { rows, cols, w };
+        }
+        let nb = cols / QK;
+        let w = match w {
+            Weights::Q4_1(b) => Weights::PackedQ4_1(packed::pack_q4_1(&b, rows, nb)),
+            Weights::Q8_0(b) => Weights::PackedQ8_0(packed::pack_q8_0(&b, rows, nb)),
+            other => other,
+        };
+        Linear { rows, cols, w }
     }
 
     /// Row `r` as f32 (the embedding lookup).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         let k = self.cols;
+        let nb = k / QK;
+        let (g, gr) = (r / GROUP, r % GROUP);
         match &self.w {
             Weights::F32(v) => out.copy_from_slice(&v[r * k..(r + 1) * k]),
             Weights::Q8_0(b) => {
-                let nb = k / QK;
                 for (blk, o) in b[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(QK)) {
-                    let d = blk.d();
-                    for (x, &q) in o.iter_mut().zip(&blk.qs) {
-                        *x = d * q as f32;
-                    }
+                    dequantize_q8_0(blk, o);
                 }
             }
             Weights::Q4_1(b) => {
-                let nb = k / QK;
                 for (blk, o) in b[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(QK)) {
-                    let (d, m) = (blk.d(), blk.m());
-                    for j in 0..16 {
-                        o[j] = d * (blk.qs[j] & 0x0F) as f32 + m;
-                        o[j + 16] = d * (blk.qs[j] >> 4) as f32 + m;
-                    }
+                    dequantize_q4_1(blk, o);
+                }
+            }
+            Weights::PackedQ8_0(p) => {
+                for (blk, o) in p[g * nb..(g + 1) * nb].iter().zip(out.chunks_exact_mut(QK)) {
+                    dequantize_q8_0(&blk.row(gr), o);
+                }
+            }
+            Weights::PackedQ4_1(p) => {
+                for (blk, o) in p[g * nb..(g + 1) * nb].iter().zip(out.chunks_exact_mut(QK)) {
+                    dequantize_q4_1(&blk.row(gr), o);
                 }
             }
         }
@@ -147,8 +172,24 @@ impl Linear {
             Weights::Q4_1(v) => concat_as!(Q4_1, v),
             Weights::Q8_0(v) => concat_as!(Q8_0, v),
             Weights::F32(v) => concat_as!(F32, v),
+            Weights::PackedQ4_1(_) | Weights::PackedQ8_0(_) => return None,
         };
         Some(Linear { rows, cols, w })
+    }
+}
+
+fn dequantize_q8_0(blk: &BlockQ8_0, o: &mut [f32]) {
+    let d = blk.d();
+    for (x, &q) in o.iter_mut().zip(&blk.qs) {
+        *x = d * q as f32;
+    }
+}
+
+fn dequantize_q4_1(blk: &BlockQ4_1, o: &mut [f32]) {
+    let (d, m) = (blk.d(), blk.m());
+    for j in 0..16 {
+        o[j] = d * (blk.qs[j] & 0x0F) as f32 + m;
+        o[j + 16] = d * (blk.qs[j] >> 4) as f32 + m;
     }
 }
 
@@ -241,7 +282,11 @@ pub fn matmul(pool: &Pool, lin: &Linear, x: &[f32], t: usize, acts: &mut Acts, o
         acts.quantize(x, t, k);
     }
     let isa = isa::get();
-    let chunk = (rows / (pool.threads() * 16)).clamp(4, 64);
+    let mut chunk = (rows / (pool.threads() * 16)).clamp(4, 64);
+    if matches!(lin.w, Weights::PackedQ4_1(_) | Weights::PackedQ8_0(_)) {
+        // Packed matrices are split between threads in whole groups of eight rows.
+        chunk = chunk.next_multiple_of(GROUP);
+    }
     let chunks = rows.div_ceil(chunk);
     let next = AtomicUsize::new(0);
     let outp = Out(out.as_mut_ptr());
@@ -317,6 +362,20 @@ unsafe fn rows_dot(isa: Isa, lin: &Linear, r0: usize, r1: usize, x: &[f32], a: &
                 Isa::Vnni | Isa::Avx2 => by_n!(f32_avx2, w, x),
                 _ => by_n!(f32_scalar, w, x),
             },
+            Weights::PackedQ4_1(w) => match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Vnni => by_n!(p4_1_vnni, w, a),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => by_n!(p4_1_avx2, w, a),
+                _ => by_n!(p4_1_scalar, w, a),
+            },
+            Weights::PackedQ8_0(w) => match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Vnni => by_n!(p8_0_vnni, w, a),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => by_n!(p8_0_avx2, w, a),
+                _ => by_n!(p8_0_scalar, w, a),
+            },
         }
     }
 }
@@ -362,6 +421,71 @@ pub unsafe fn q8_0_scalar<const N: usize>(w: &[BlockQ8_0], k: usize, r0: usize, 
             }
             // SAFETY: the caller vouches for the output's size.
             unsafe { *dst.out.add(t * dst.stride + r) = acc };
+        }
+    }
+}
+
+/// Packed groups of rows `r0..r1` (multiples of eight) against tokens `t0..t0 + N`: per
+/// block, the integer dot of each row, then `acc += sum * (d_w * d_a) + m_w * s_a`.
+///
+/// # Safety
+/// See [`rows_dot`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn p4_1_scalar<const N: usize>(w: &[PackedQ4_1], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+    let nb = k / QK;
+    for g in r0 / GROUP..r1 / GROUP {
+        for j in 0..N {
+            let t = t0 + j;
+            let mut acc = [0f32; GROUP];
+            for (b, p) in w[g * nb..(g + 1) * nb].iter().enumerate() {
+                let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
+                let (da, sa) = (a.d[b * a.tp + t], a.s[b * a.tp + t]);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let mut sum = 0i32;
+                    for c in 0..4 {
+                        for i in 0..4 {
+                            let byte = p.qs[c * 32 + 4 * r + i];
+                            sum += (byte & 0x0F) as i32 * q[4 * c + i] as i32 + (byte >> 4) as i32 * q[16 + 4 * c + i] as i32;
+                        }
+                    }
+                    let (dw, mw) = (f16::from_bits(p.d[r]).to_f32(), f16::from_bits(p.m[r]).to_f32());
+                    *acc += sum as f32 * (dw * da) + mw * sa;
+                }
+            }
+            for (r, v) in acc.iter().enumerate() {
+                // SAFETY: the caller vouches for the output's size.
+                unsafe { *dst.out.add(t * dst.stride + g * GROUP + r) = *v };
+            }
+        }
+    }
+}
+
+/// # Safety
+/// See [`rows_dot`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn p8_0_scalar<const N: usize>(w: &[PackedQ8_0], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+    let nb = k / QK;
+    for g in r0 / GROUP..r1 / GROUP {
+        for j in 0..N {
+            let t = t0 + j;
+            let mut acc = [0f32; GROUP];
+            for (b, p) in w[g * nb..(g + 1) * nb].iter().enumerate() {
+                let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
+                let da = a.d[b * a.tp + t];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let mut sum = 0i32;
+                    for c in 0..8 {
+                        for i in 0..4 {
+                            sum += p.qs[c * 32 + 4 * r + i] as i32 * q[4 * c + i] as i32;
+                        }
+                    }
+                    *acc += sum as f32 * (f16::from_bits(p.d[r]).to_f32() * da);
+                }
+            }
+            for (r, v) in acc.iter().enumerate() {
+                // SAFETY: the caller vouches for the output's size.
+                unsafe { *dst.out.add(t * dst.stride + g * GROUP + r) = *v };
+            }
         }
     }
 }
@@ -432,14 +556,24 @@ mod tests {
     /// Every format and token count agrees with a plain f32 product of the dequantized rows.
     #[test]
     fn matmul_matches_dequantized_reference_on_every_isa() {
-        let (rows, k, t) = (37, 96, 7);
+        // 37 rows stay row-major; 40 are packed in groups of eight.
+        for rows in [37, 40] {
+            check_matmul(rows, 96, 7);
+        }
+        // Enough rows that both threads take several groups.
+        check_matmul(8 * 40, 64, 11);
+    }
+
+    fn check_matmul(rows: usize, k: usize, t: usize) {
         let wf = rand_vec(rows * k, 1);
         let x = rand_vec(t * k, 2);
         let mats = [
-            Linear { rows, cols: k, w: Weights::Q4_1(q4_1_from(&wf)) },
-            Linear { rows, cols: k, w: Weights::Q8_0(quantize_q8_0(&wf)) },
-            Linear { rows, cols: k, w: Weights::F32(wf.clone()) },
+            Linear { rows, cols: k, w: Weights::Q4_1(q4_1_from(&wf)) }.packed(),
+            Linear { rows, cols: k, w: Weights::Q8_0(quantize_q8_0(&wf)) }.packed(),
+            Linear { rows, cols: k, w: Weights::F32(wf.clone()) }.packed(),
         ];
+        assert_eq!(matches!(mats[0].w, Weights::PackedQ4_1(_)), rows % 8 == 0);
+        assert_eq!(matches!(mats[1].w, Weights::PackedQ8_0(_)), rows % 8 == 0);
         let pool = Pool::new(2);
         for lin in &mats {
             let mut deq = vec![0f32; rows * k];

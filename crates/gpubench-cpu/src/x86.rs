@@ -6,6 +6,7 @@
 
 use std::arch::x86_64::*;
 
+use super::packed::{PackedQ4_1, PackedQ8_0, GROUP};
 use super::quant::{Acts, BlockQ4_1, BlockQ8_0, Dst, QK};
 
 #[inline]
@@ -138,6 +139,160 @@ q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", dot_u8i8_avx2);
 q4_1_kernel!(q4_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_u8i8_vnni);
 q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", dot_u8i8_avx2);
 q8_0_kernel!(q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dot_u8i8_vnni);
+
+/// `acc` plus, per 32-bit lane, the dot product of four unsigned bytes of `u` with four signed
+/// bytes of `s` (no overflow for |u| <= 128 and |s| <= 127).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dpb_avx2(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+fn dpb_vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, u, s)
+}
+
+/// Four bytes of activations at `p`, in every lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bcast4(p: *const i8) -> __m256i {
+    // SAFETY: the caller points at four readable bytes.
+    _mm256_set1_epi32(unsafe { (p as *const i32).read_unaligned() })
+}
+
+macro_rules! packed_kernel {
+    ($name:ident, $features:literal, $block:ty, $isum:ident, $has_min:literal) => {
+        /// Packed groups of rows `r0..r1` (multiples of eight) against tokens `t0..t0 + N` of `a`
+        /// (N <= 8; `t0` a multiple of 8). Per block: each chunk of weights is unpacked once for
+        /// all N tokens; each token's integer sums land in the eight lanes of one register
+        /// (one lane per row), and its scales take two fused multiply-adds per eight rows.
+        ///
+        /// # Safety
+        /// The CPU must have the named features; `a` holds tokens `t0..t0 + N`; `dst` has room.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const N: usize>(w: &[$block], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+            let nb = k / QK;
+            let tp = a.tp;
+            let ds = a.d.as_ptr();
+            let ss = a.s.as_ptr();
+            let qs = a.qs.as_ptr();
+            for g in r0 / GROUP..r1 / GROUP {
+                let mut acc = [_mm256_setzero_ps(); N];
+                for (b, p) in w[g * nb..(g + 1) * nb].iter().enumerate() {
+                    // SAFETY: the caller guarantees tokens t0..t0+N of nb blocks exist.
+                    let at: [*const i8; N] = std::array::from_fn(|j| unsafe { qs.add(((t0 + j) * nb + b) * QK) });
+                    // SAFETY: `at` points at whole blocks of 32 activations.
+                    let (isum, dw, mw) = unsafe { $isum::<N>(p, &at) };
+                    for j in 0..N {
+                        // SAFETY: 8 padded scales of block b from token t0 (t0 + 8 <= tp).
+                        let (da, sa) = unsafe { (_mm256_broadcast_ss(&*ds.add(b * tp + t0 + j)), _mm256_broadcast_ss(&*ss.add(b * tp + t0 + j))) };
+                        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, da), acc[j]);
+                        if $has_min {
+                            acc[j] = _mm256_fmadd_ps(mw, sa, acc[j]);
+                        }
+                    }
+                }
+                for (j, v) in acc.iter().enumerate() {
+                    // SAFETY: the caller guarantees room for tokens t0..t0+N of dst.stride rows,
+                    // and rows g*8..g*8+8 exist.
+                    unsafe { _mm256_storeu_ps(dst.out.add((t0 + j) * dst.stride + g * GROUP), *v) };
+                }
+            }
+        }
+    };
+}
+
+macro_rules! q4_sums {
+    ($q4:ident, $features:literal, $dpb:ident) => {
+        /// One Q4_1 block of eight rows against N tokens: integer sums, row scales, row minima.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $q4<const N: usize>(p: &PackedQ4_1, at: &[*const i8; N]) -> ([__m256i; N], __m256, __m256) {
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut isum = [_mm256_setzero_si256(); N];
+            for c in 0..4 {
+                // SAFETY: chunk c of the block's 128 bytes.
+                let chunk = unsafe { _mm256_loadu_si256(p.qs.as_ptr().add(32 * c) as *const __m256i) };
+                let lo = _mm256_and_si256(chunk, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(chunk, 4), mask);
+                for j in 0..N {
+                    // SAFETY: the caller's pointers cover 32 bytes each.
+                    let (alo, ahi) = unsafe { (bcast4(at[j].add(4 * c)), bcast4(at[j].add(16 + 4 * c))) };
+                    isum[j] = $dpb($dpb(isum[j], lo, alo), hi, ahi);
+                }
+            }
+            // SAFETY: eight f16 scales and eight f16 minima.
+            let (dw, mw) = unsafe {
+                (_mm256_cvtph_ps(_mm_loadu_si128(p.d.as_ptr() as *const __m128i)), _mm256_cvtph_ps(_mm_loadu_si128(p.m.as_ptr() as *const __m128i)))
+            };
+            (isum, dw, mw)
+        }
+    };
+}
+
+macro_rules! q8_sums {
+    ($q8:ident, $features:literal, $dpb:ident) => {
+        /// One Q8_0 block of eight rows against N tokens (signs moved onto the activations).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $q8<const N: usize>(p: &PackedQ8_0, at: &[*const i8; N]) -> ([__m256i; N], __m256, __m256) {
+            let mut isum = [_mm256_setzero_si256(); N];
+            for c in 0..8 {
+                // SAFETY: chunk c of the block's 256 bytes.
+                let wv = unsafe { _mm256_loadu_si256(p.qs.as_ptr().add(32 * c) as *const __m256i) };
+                let wabs = _mm256_sign_epi8(wv, wv);
+                for j in 0..N {
+                    // SAFETY: the caller's pointers cover 32 bytes each.
+                    let av = unsafe { bcast4(at[j].add(4 * c)) };
+                    isum[j] = $dpb(isum[j], wabs, _mm256_sign_epi8(av, wv));
+                }
+            }
+            // SAFETY: eight f16 scales.
+            let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.d.as_ptr() as *const __m128i)) };
+            (isum, dw, _mm256_setzero_ps())
+        }
+    };
+}
+
+q4_sums!(sums_q4_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dpb_vnni);
+q8_sums!(sums_q8_avx2, "avx2,fma,f16c", dpb_avx2);
+q8_sums!(sums_q8_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", dpb_vnni);
+
+/// [`sums_q4_vnni`] for AVX2 alone: 4-bit weights times 8-bit activations leave room in 16
+/// bits (8 x 2 x 15 x 127 < 2^15), so a block's products are summed as 16-bit pairs and widened
+/// once, a third fewer instructions than widening each product.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sums_q4_avx2<const N: usize>(p: &PackedQ4_1, at: &[*const i8; N]) -> ([__m256i; N], __m256, __m256) {
+    let mask = _mm256_set1_epi8(0x0F);
+    let mut s16 = [_mm256_setzero_si256(); N];
+    for c in 0..4 {
+        // SAFETY: chunk c of the block's 128 bytes.
+        let chunk = unsafe { _mm256_loadu_si256(p.qs.as_ptr().add(32 * c) as *const __m256i) };
+        let lo = _mm256_and_si256(chunk, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(chunk, 4), mask);
+        for j in 0..N {
+            // SAFETY: the caller's pointers cover 32 bytes each.
+            let (alo, ahi) = unsafe { (bcast4(at[j].add(4 * c)), bcast4(at[j].add(16 + 4 * c))) };
+            let pair = _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi));
+            s16[j] = _mm256_add_epi16(s16[j], pair);
+        }
+    }
+    let ones = _mm256_set1_epi16(1);
+    let isum = s16.map(|v| _mm256_madd_epi16(v, ones));
+    // SAFETY: eight f16 scales and eight f16 minima.
+    let (dw, mw) = unsafe {
+        (_mm256_cvtph_ps(_mm_loadu_si128(p.d.as_ptr() as *const __m128i)), _mm256_cvtph_ps(_mm_loadu_si128(p.m.as_ptr() as *const __m128i)))
+    };
+    (isum, dw, mw)
+}
+packed_kernel!(p4_1_avx2, "avx2,fma,f16c", PackedQ4_1, sums_q4_avx2, true);
+packed_kernel!(p4_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", PackedQ4_1, sums_q4_vnni, true);
+packed_kernel!(p8_0_avx2, "avx2,fma,f16c", PackedQ8_0, sums_q8_avx2, false);
+packed_kernel!(p8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", PackedQ8_0, sums_q8_vnni, false);
 
 /// Rows `r0..r1` of f32 weights (k columns) against f32 tokens `t0..t0 + N` of `x`.
 ///
