@@ -1,5 +1,6 @@
 //! Speed of the model's forward pass without HTTP: single-stream decode, prefill of a 128-token
-//! prompt, and batched decode at several batch sizes, on the default model (or `--model`).
+//! prompt, and batched decode at several batch sizes, on the default model (or `--model`); and
+//! the cost of choosing a token from the logits with and without temperature.
 //!
 //! cargo run --release --example forward_speed -- [--model FILE.gguf] [--tokens 64] [--batches 1,4,16] [--prefill-runs 3]
 //! Environment: GPUBENCH_CPU_ISA=scalar|avx2|vnni, GPUBENCH_CPU_BACKEND=candle, --threads N.
@@ -7,6 +8,7 @@
 use std::time::Instant;
 
 use gpubench::serve::model::{argmax, load_model, ModelSource, StepInput};
+use gpubench::serve::sampling::{Sampler, SamplingParams};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -39,6 +41,25 @@ fn main() -> anyhow::Result<()> {
     println!("prefill {} tokens: {:.1} tok/s", long.len(), best_prefill);
 
     let prompt = m.tokenizer.encode("Once upon a time")?;
+
+    // Token choice on real logits: greedy, temperature 1, and temperature with top-p.
+    let mut cache = m.model.new_cache();
+    let logits = m.model.forward(&mut [StepInput { tokens: &prompt, cache: &mut cache, want_logits: true }])?.remove(0);
+    for (name, params) in [
+        ("greedy", SamplingParams::default()),
+        ("temperature 1", SamplingParams { temperature: 1.0, seed: Some(1), ..Default::default() }),
+        ("temperature 1, top_p 0.95", SamplingParams { temperature: 1.0, top_p: 0.95, seed: Some(1), ..Default::default() }),
+    ] {
+        let mut sampler = Sampler::new(params, &prompt, logits.len());
+        let mut row = logits.clone();
+        let runs = 200;
+        let t = Instant::now();
+        for _ in 0..runs {
+            row.copy_from_slice(&logits);
+            std::hint::black_box(sampler.sample(&mut row));
+        }
+        println!("sampling, {name}: {:.1} us per token ({} logits)", t.elapsed().as_secs_f64() * 1e6 / runs as f64, logits.len());
+    }
     for &b in &batches {
         let mut caches: Vec<_> = (0..b).map(|_| m.model.new_cache()).collect();
         let mut next: Vec<u32> = vec![0; b];

@@ -117,11 +117,35 @@ impl Model {
 
 /// Index of the largest value (greedy decoding).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
+    // The largest value in eight lanes (this vectorizes), then its first position.
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = logits.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            if v > *l {
+                *l = v;
+            }
         }
     }
-    best as u32
+    let max = lanes.iter().chain(chunks.remainder()).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    logits.iter().position(|&v| v == max).unwrap_or(0) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_is_the_first_largest_anywhere_in_the_row() {
+        let mut v = vec![0.5f32; 21];
+        assert_eq!(argmax(&v), 0);
+        v[19] = 2.0; // in the remainder after whole chunks of eight
+        assert_eq!(argmax(&v), 19);
+        v[3] = 2.0; // a tie: the first wins
+        assert_eq!(argmax(&v), 3);
+        v[0] = f32::NAN; // NaN never wins
+        assert_eq!(argmax(&v), 3);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 3]), 0);
+        assert_eq!(argmax(&[]), 0);
+    }
 }
