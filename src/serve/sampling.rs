@@ -150,7 +150,7 @@ fn softmax_weights(w: &mut [f32], temperature: f32) -> f32 {
     let max = w.get(super::model::argmax(w) as usize).copied().unwrap_or(0.0);
     let inv_t = 1.0 / temperature;
     for x in w.iter_mut() {
-        *x = exp_nonpositive((*x - max) * inv_t);
+        *x = gpubench_cpu::math::exp_nonpositive((*x - max) * inv_t);
     }
     // Eight partial sums: vectorizes, and rounds less than one long sum.
     let mut parts = [0f32; 8];
@@ -161,34 +161,6 @@ fn softmax_weights(w: &mut [f32], temperature: f32) -> f32 {
         }
     }
     parts.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
-
-/// `exp(x)` for `x <= 0` (NaN gives 0) within 2 ulp, in plain arithmetic that the compiler
-/// vectorizes (a 49152-entry vocabulary takes a fraction of the time of `f32::exp`): `x = n ln 2 + r`,
-/// a degree-6 polynomial for `exp(r)` (Cephes' coefficients), and `2^n` put in the exponent bits.
-#[inline]
-fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Below this, exp underflows to 0 (`!(x >= ..)` also catches NaN).
-    let small = !(x >= -87.0);
-    let x = if small { -87.0 } else { x };
-    // Round to nearest with the 1.5 * 2^23 trick (no SSE4.1 needed); the integer n is then in
-    // the low bits of the shifted value, so no float-to-int conversion is needed either.
-    const SHIFT: f32 = 12_582_912.0;
-    let shifted = x * LOG2E + SHIFT;
-    let n = shifted - SHIFT;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
-    let e = p * r * r + r + 1.0;
-    let n_int = shifted.to_bits().wrapping_sub(SHIFT.to_bits());
-    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
-    if small {
-        0.0
-    } else {
-        e * scale
-    }
 }
 
 /// [`draw`] over the whole vocabulary in order, skipping eight weights at a time.
@@ -331,21 +303,6 @@ mod tests {
             counts[s.sample(&mut logits.to_vec()) as usize] += 1;
         }
         counts.iter().map(|&c| c as f64 / n as f64).collect()
-    }
-
-    #[test]
-    fn the_fast_exp_matches_the_library_one() {
-        let mut worst = 0f32;
-        for i in 0..=200_000 {
-            let x = -(i as f32) * 87.0 / 200_000.0;
-            let (got, want) = (exp_nonpositive(x), x.exp());
-            worst = worst.max((got - want).abs() / want);
-        }
-        assert!(worst < 3e-7, "relative error {worst}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert_eq!(exp_nonpositive(-100.0), 0.0);
-        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_nonpositive(f32::NAN), 0.0);
     }
 
     #[test]

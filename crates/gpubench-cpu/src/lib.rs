@@ -4,6 +4,7 @@
 //! grow without copying on every token.
 
 pub mod isa;
+pub mod math;
 pub mod packed;
 pub mod pool;
 pub mod quant;
@@ -322,14 +323,15 @@ impl CpuLlama {
                 // SAFETY: this piece of `act` belongs to this job alone.
                 let a = unsafe { std::slice::from_raw_parts_mut(outp.0.add(row * inter + i0), n) };
                 for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                    *a = g / (1.0 + (-g).exp()) * u;
+                    *a = math::silu(g) * u;
                 }
             }
         });
     }
 
     /// Causal attention of every span's new tokens over its cache, split into jobs of
-    /// (span, head, block of queries) shared by the pool's threads.
+    /// (span, KV head, block of queries) shared by the pool's threads. The query heads that share
+    /// a KV head are computed together, so each cached key and value is read once for all of them.
     fn attention(&self, spans: &[Span<'_>], places: &[(usize, usize, usize)], li: usize, qkv: &[f32], out: &mut [f32]) {
         const QBLOCK: usize = 16;
         let cfg = &self.cfg;
@@ -338,12 +340,12 @@ impl CpuLlama {
         let qkvd = qd + 2 * kvd;
         let rep = nh / nkv;
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut jobs = Vec::new(); // (span, head, first query, queries)
+        let mut jobs = Vec::new(); // (span, kv head, first query, queries)
         for (si, &(_, n, _)) in places.iter().enumerate() {
-            for head in 0..nh {
+            for g in 0..nkv {
                 let mut i = 0;
                 while i < n {
-                    jobs.push((si, head, i, QBLOCK.min(n - i)));
+                    jobs.push((si, g, i, QBLOCK.min(n - i)));
                     i += QBLOCK;
                 }
             }
@@ -358,32 +360,39 @@ impl CpuLlama {
                 let mut scores = cell.borrow_mut();
                 loop {
                     let j = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(si, head, q0, qn)) = jobs.get(j) else { break };
+                    let Some(&(si, g, q0, qn)) = jobs.get(j) else { break };
                     let (off, _, start) = places[si];
                     let (kc, vc) = caches[si];
-                    let g = head / rep;
                     for i in q0..q0 + qn {
                         let row = off + i;
-                        let q = &qkv[row * qkvd + head * hd..row * qkvd + (head + 1) * hd];
+                        // The query heads of KV head g are contiguous: g * rep .. (g + 1) * rep.
+                        let qs = &qkv[row * qkvd + g * rep * hd..row * qkvd + (g + 1) * rep * hd];
                         let l = start + i + 1;
-                        scores.resize(l, 0.0);
-                        let mut max = f32::NEG_INFINITY;
-                        for (p, sc) in scores.iter_mut().enumerate() {
+                        scores.resize(rep * l, 0.0);
+                        for p in 0..l {
                             let k = &kc[p * kvd + g * hd..p * kvd + (g + 1) * hd];
-                            *sc = dot(isa, q, k) * scale;
-                            max = max.max(*sc);
+                            for (h, q) in qs.chunks_exact(hd).enumerate() {
+                                scores[h * l + p] = dot(isa, q, k) * scale;
+                            }
                         }
-                        let mut sum = 0f32;
-                        for sc in scores.iter_mut() {
-                            *sc = (*sc - max).exp();
-                            sum += *sc;
+                        for sc in scores.chunks_exact_mut(l) {
+                            let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                            let mut sum = 0f32;
+                            for v in sc.iter_mut() {
+                                *v = math::exp_nonpositive(*v - max);
+                                sum += *v;
+                            }
+                            let inv = 1.0 / sum;
+                            sc.iter_mut().for_each(|v| *v *= inv);
                         }
-                        // SAFETY: row `row`, head `head` of `out` belongs to this job alone.
-                        let o = unsafe { std::slice::from_raw_parts_mut(outp.0.add(row * qd + head * hd), hd) };
+                        // SAFETY: row `row`, heads g * rep .. (g + 1) * rep of `out` belong to this job alone.
+                        let o = unsafe { std::slice::from_raw_parts_mut(outp.0.add(row * qd + g * rep * hd), rep * hd) };
                         o.fill(0.0);
-                        let inv = 1.0 / sum;
-                        for (p, &w) in scores.iter().enumerate() {
-                            axpy(isa, o, w * inv, &vc[p * kvd + g * hd..p * kvd + (g + 1) * hd]);
+                        for p in 0..l {
+                            let v = &vc[p * kvd + g * hd..p * kvd + (g + 1) * hd];
+                            for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
+                                axpy(isa, oh, scores[h * l + p], v);
+                            }
                         }
                     }
                 }
