@@ -2,70 +2,13 @@
 //! seed and OpenAI endpoints (streamed and not), bad input, the queue bound, cancellation,
 //! graceful shutdown. Uses the default model, provisioned as `serve` does.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::serve::{rt, Server};
 use serde_json::{json, Value};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin!("gpubench"))
-            .args(["serve", "--port", "0", "--threads", "2"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gpubench serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let base = rx.recv_timeout(Duration::from_secs(60)).expect("server prints its address");
-        let server = Server { child, base };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if let Ok(r) = ureq_get(&format!("{}/ready", self.base)) {
-                if r.0 == 200 {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("server not ready in time");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
 
 fn ureq_get(url: &str) -> Result<(u16, String), reqwest::Error> {
     rt().block_on(async {
@@ -95,7 +38,7 @@ fn post_stream(url: &str, body: &Value) -> (u16, Vec<String>) {
 
 #[test]
 fn api_shapes_and_bad_input() {
-    let srv = Server::start(&["--max-batch-size", "4", "--max-tokens-limit", "64"]);
+    let srv = Server::start(&[], &["--max-batch-size", "4", "--max-tokens-limit", "64"]);
     let greedy = json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0});
 
     // Seed API.
@@ -241,7 +184,7 @@ fn api_shapes_and_bad_input() {
 
 #[test]
 fn queue_bound_gives_429_with_retry_after() {
-    let srv = Server::start(&["--max-batch-size", "1", "--max-queue", "0"]);
+    let srv = Server::start(&[], &["--max-batch-size", "1", "--max-queue", "0"]);
     let url = srv.url("/generate");
     let (first, second) = rt().block_on(async {
         let c = reqwest::Client::new();
@@ -272,7 +215,7 @@ fn queue_bound_gives_429_with_retry_after() {
 #[cfg(unix)]
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_0() {
-    let mut srv = Server::start(&["--shutdown-grace", "30s", "--api-key", "k"]);
+    let mut srv = Server::start(&[], &["--shutdown-grace", "30s", "--api-key", "k"]);
     let url = srv.url("/generate");
     let pid = srv.child.id().to_string();
     let (unauth, resp) = rt().block_on(async {
@@ -302,7 +245,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
 
 #[test]
 fn dummy_weights_serve_and_say_so() {
-    let srv = Server::start(&["--load-format", "dummy", "--arch", "smollm2-135m"]);
+    let srv = Server::start(&[], &["--load-format", "dummy", "--arch", "smollm2-135m"]);
     let (s, r) = post(&srv.url("/generate"), &json!({"prompt": "Hello", "max_tokens": 3, "temperature": 0, "ignore_eos": true}));
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["dummy_weights"], true);

@@ -3,91 +3,15 @@
 //! 500 and the server goes on; `/ready` answers 503 while the model loads and `/health` 200
 //! throughout; a shutdown whose grace period runs out still exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::serve::{get, rt, Server};
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// Starts the server and returns once it prints its address (the model may still be loading).
-    fn spawn(fault: &str, extra: &[&str]) -> Server {
-        gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin!("gpubench"))
-            .args(["serve", "--port", "0", "--threads", "2"])
-            .args(extra)
-            .env("GPUBENCH_SERVE_FAULT", fault)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gpubench serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let base = rx.recv_timeout(Duration::from_secs(60)).expect("server prints its address");
-        Server { child, base }
-    }
-
-    fn start(fault: &str, extra: &[&str]) -> Server {
-        let srv = Server::spawn(fault, extra);
-        srv.wait_ready();
-        srv
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if get(&self.url("/ready")).0 == 200 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("server not ready in time");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn assert_alive(&mut self) {
-        assert!(self.child.try_wait().unwrap().is_none(), "the server process exited");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-fn get(url: &str) -> (u16, Value) {
-    rt().block_on(async {
-        match reqwest::Client::new().get(url).timeout(Duration::from_secs(10)).send().await {
-            Ok(r) => {
-                let s = r.status().as_u16();
-                let text = r.text().await.unwrap_or_default();
-                (s, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-            }
-            Err(_) => (0, Value::Null),
-        }
-    })
-}
+const FAULT: &str = "GPUBENCH_SERVE_FAULT";
 
 async fn post_async(c: reqwest::Client, url: String, body: Value) -> (u16, Option<String>, Value) {
     let r = c.post(url).json(&body).timeout(Duration::from_secs(120)).send().await.unwrap();
@@ -130,7 +54,7 @@ fn paris(srv: &Server) {
 
 #[test]
 fn a_panic_in_one_request_fails_that_request_alone() {
-    let mut srv = Server::start("panic-on-prompt:BOOM;panic-in-handler:CRASH;panic-in-step:KABOOM", &["--max-batch-size", "4"]);
+    let mut srv = Server::start(&[(FAULT, "panic-on-prompt:BOOM;panic-in-handler:CRASH;panic-in-step:KABOOM")], &["--max-batch-size", "4"]);
     let url = srv.url("/v1/completions");
 
     // A healthy stream is running when a poisoned request joins its batch: the poisoned one gets a
@@ -192,7 +116,7 @@ fn a_panic_in_one_request_fails_that_request_alone() {
 
 #[test]
 fn ready_is_503_while_loading_and_health_200_throughout() {
-    let srv = Server::spawn("load-delay:3s", &[]);
+    let srv = Server::spawn(&[(FAULT, "load-delay:3s")], &[]);
     let (s, r) = get(&srv.url("/ready"));
     assert_eq!((s, r["status"].as_str()), (503, Some("loading")), "{r}");
     assert_eq!(get(&srv.url("/health")).0, 200);
@@ -222,7 +146,7 @@ fn ready_is_503_while_loading_and_health_200_throughout() {
 #[cfg(unix)]
 #[test]
 fn shutdown_past_the_grace_period_cuts_requests_and_exits_0() {
-    let mut srv = Server::start("", &["--shutdown-grace", "1s"]);
+    let mut srv = Server::start(&[], &["--shutdown-grace", "1s"]);
     let url = srv.url("/generate");
     let pid = srv.child.id().to_string();
     let started = Instant::now();
@@ -263,7 +187,7 @@ fn a_malformed_fault_spec_is_a_usage_error() {
 
 #[test]
 fn a_queued_client_that_goes_away_frees_its_slot() {
-    let srv = Server::start("", &["--max-batch-size", "1", "--max-queue", "1"]);
+    let srv = Server::start(&[], &["--max-batch-size", "1", "--max-queue", "1"]);
     let url = srv.url("/v1/completions");
     let stream_body = json!({"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": true, "stream": true});
     rt().block_on(async {
@@ -296,7 +220,7 @@ fn a_queued_client_that_goes_away_frees_its_slot() {
 
 #[test]
 fn metrics_cover_every_family_and_unknown_routes_are_openai_errors() {
-    let srv = Server::start("", &[]);
+    let srv = Server::start(&[], &[]);
     let (s, r) = get(&srv.url("/v2/nothing"));
     assert_eq!(s, 404);
     assert_eq!(r["error"]["type"], "not_found_error", "{r}");
@@ -335,7 +259,7 @@ fn metrics_cover_every_family_and_unknown_routes_are_openai_errors() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_stops_the_server_with_status_0() {
-    let mut srv = Server::start("", &[]);
+    let mut srv = Server::start(&[], &[]);
     paris(&srv);
     assert!(Command::new("kill").args(["-INT", &srv.child.id().to_string()]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(30);

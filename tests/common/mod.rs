@@ -1,8 +1,9 @@
-//! Test helpers: in-process fake LLM servers speaking the seed and OpenAI APIs, and the
-//! committed report schema.
+//! Test helpers: in-process fake LLM servers speaking the seed and OpenAI APIs, the real
+//! `gpubench serve` as a child process, and the committed report schema.
 #![allow(dead_code)]
 
 pub mod fake_llm;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 
