@@ -380,28 +380,54 @@ unsafe fn rows_dot(isa: Isa, lin: &Linear, r0: usize, r1: usize, x: &[f32], a: &
     }
 }
 
-/// # Safety
-/// See [`rows_dot`].
+/// The portable kernels: rows `r0..r1` against tokens `t0..t0 + N`, a block at a time, whatever
+/// the layout; `block(r, b)` is row `r`'s block `b`, `dot` its contribution for one token's
+/// activations (values, scale, scale times sum).
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn q4_1_scalar<const N: usize>(w: &[BlockQ4_1], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+unsafe fn scalar_rows<const N: usize, B>(
+    k: usize,
+    r0: usize,
+    r1: usize,
+    a: &Acts,
+    t0: usize,
+    dst: Dst,
+    block: impl Fn(usize, usize) -> B,
+    dot: impl Fn(&B, &[i8], f32, f32) -> f32,
+) {
     let nb = k / QK;
     for r in r0..r1 {
-        let row = &w[r * nb..(r + 1) * nb];
-        for j in 0..N {
-            let t = t0 + j;
+        for t in t0..t0 + N {
             let mut acc = 0f32;
-            for (b, blk) in row.iter().enumerate() {
+            for b in 0..nb {
                 let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
-                let mut sum = 0i32;
-                for i in 0..16 {
-                    sum += (blk.qs[i] & 0x0F) as i32 * q[i] as i32 + (blk.qs[i] >> 4) as i32 * q[i + 16] as i32;
-                }
-                acc += sum as f32 * a.d[b * a.tp + t] * blk.d() + blk.m() * a.s[b * a.tp + t];
+                acc += dot(&block(r, b), q, a.d[b * a.tp + t], a.s[b * a.tp + t]);
             }
             // SAFETY: the caller vouches for the output's size.
             unsafe { *dst.out.add(t * dst.stride + r) = acc };
         }
     }
+}
+
+fn dot_q4_1(blk: &BlockQ4_1, q: &[i8], da: f32, sa: f32) -> f32 {
+    let mut sum = 0i32;
+    for i in 0..16 {
+        sum += (blk.qs[i] & 0x0F) as i32 * q[i] as i32 + (blk.qs[i] >> 4) as i32 * q[i + 16] as i32;
+    }
+    sum as f32 * da * blk.d() + blk.m() * sa
+}
+
+fn dot_q8_0(blk: &BlockQ8_0, q: &[i8], da: f32, _sa: f32) -> f32 {
+    let sum: i32 = blk.qs.iter().zip(q).map(|(&x, &y)| x as i32 * y as i32).sum();
+    sum as f32 * da * blk.d()
+}
+
+/// # Safety
+/// See [`rows_dot`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn q4_1_scalar<const N: usize>(w: &[BlockQ4_1], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
+    let nb = k / QK;
+    // SAFETY: forwarded from the caller.
+    unsafe { scalar_rows::<N, _>(k, r0, r1, a, t0, dst, |r, b| w[r * nb + b], dot_q4_1) }
 }
 
 /// # Safety
@@ -409,55 +435,20 @@ pub unsafe fn q4_1_scalar<const N: usize>(w: &[BlockQ4_1], k: usize, r0: usize, 
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn q8_0_scalar<const N: usize>(w: &[BlockQ8_0], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
     let nb = k / QK;
-    for r in r0..r1 {
-        let row = &w[r * nb..(r + 1) * nb];
-        for j in 0..N {
-            let t = t0 + j;
-            let mut acc = 0f32;
-            for (b, blk) in row.iter().enumerate() {
-                let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
-                let sum: i32 = blk.qs.iter().zip(q).map(|(&x, &y)| x as i32 * y as i32).sum();
-                acc += sum as f32 * a.d[b * a.tp + t] * blk.d();
-            }
-            // SAFETY: the caller vouches for the output's size.
-            unsafe { *dst.out.add(t * dst.stride + r) = acc };
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { scalar_rows::<N, _>(k, r0, r1, a, t0, dst, |r, b| w[r * nb + b], dot_q8_0) }
 }
 
-/// Packed groups of rows `r0..r1` (multiples of eight) against tokens `t0..t0 + N`: per
-/// block, the integer dot of each row, then `acc += sum * (d_w * d_a) + m_w * s_a`.
+/// Packed groups of rows (see [`packed`](super::packed)), each block read back as its row's
+/// GGUF block.
 ///
 /// # Safety
 /// See [`rows_dot`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn p4_1_scalar<const N: usize>(w: &[PackedQ4_1], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
     let nb = k / QK;
-    for g in r0 / GROUP..r1 / GROUP {
-        for j in 0..N {
-            let t = t0 + j;
-            let mut acc = [0f32; GROUP];
-            for (b, p) in w[g * nb..(g + 1) * nb].iter().enumerate() {
-                let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
-                let (da, sa) = (a.d[b * a.tp + t], a.s[b * a.tp + t]);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let mut sum = 0i32;
-                    for c in 0..4 {
-                        for i in 0..4 {
-                            let byte = p.qs[c * 32 + 4 * r + i];
-                            sum += (byte & 0x0F) as i32 * q[4 * c + i] as i32 + (byte >> 4) as i32 * q[16 + 4 * c + i] as i32;
-                        }
-                    }
-                    let (dw, mw) = (f16::from_bits(p.d[r]).to_f32(), f16::from_bits(p.m[r]).to_f32());
-                    *acc += sum as f32 * (dw * da) + mw * sa;
-                }
-            }
-            for (r, v) in acc.iter().enumerate() {
-                // SAFETY: the caller vouches for the output's size.
-                unsafe { *dst.out.add(t * dst.stride + g * GROUP + r) = *v };
-            }
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { scalar_rows::<N, _>(k, r0, r1, a, t0, dst, |r, b| w[r / GROUP * nb + b].row(r % GROUP), dot_q4_1) }
 }
 
 /// # Safety
@@ -465,29 +456,8 @@ pub unsafe fn p4_1_scalar<const N: usize>(w: &[PackedQ4_1], k: usize, r0: usize,
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn p8_0_scalar<const N: usize>(w: &[PackedQ8_0], k: usize, r0: usize, r1: usize, a: &Acts, t0: usize, dst: Dst) {
     let nb = k / QK;
-    for g in r0 / GROUP..r1 / GROUP {
-        for j in 0..N {
-            let t = t0 + j;
-            let mut acc = [0f32; GROUP];
-            for (b, p) in w[g * nb..(g + 1) * nb].iter().enumerate() {
-                let q = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
-                let da = a.d[b * a.tp + t];
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let mut sum = 0i32;
-                    for c in 0..8 {
-                        for i in 0..4 {
-                            sum += p.qs[c * 32 + 4 * r + i] as i32 * q[4 * c + i] as i32;
-                        }
-                    }
-                    *acc += sum as f32 * (f16::from_bits(p.d[r]).to_f32() * da);
-                }
-            }
-            for (r, v) in acc.iter().enumerate() {
-                // SAFETY: the caller vouches for the output's size.
-                unsafe { *dst.out.add(t * dst.stride + g * GROUP + r) = *v };
-            }
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { scalar_rows::<N, _>(k, r0, r1, a, t0, dst, |r, b| w[r / GROUP * nb + b].row(r % GROUP), dot_q8_0) }
 }
 
 /// # Safety
