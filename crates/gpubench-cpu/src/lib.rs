@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 pub use isa::Isa;
-use pool::Pool;
+use pool::{Pool, SharedOut};
 use quant::{matmul, Acts, Linear};
 
 /// Shape of a llama-family model.
@@ -166,12 +166,6 @@ pub fn llama3_freq_factors(theta: f32, head_dim: usize, factor: f32, low_freq_fa
         .collect()
 }
 
-#[derive(Clone, Copy)]
-struct Ptr(*mut f32);
-// SAFETY: attention jobs write disjoint rows of the output and `Pool::run` waits for them.
-unsafe impl Sync for Ptr {}
-unsafe impl Send for Ptr {}
-
 impl CpuLlama {
     pub fn new(cfg: LlamaConfig, embed: Linear, layers: Vec<CpuLayer>, norm: Vec<f32>, lm_head: Option<Linear>) -> Self {
         let inv_freq = cfg.inv_freq();
@@ -298,6 +292,9 @@ impl CpuLlama {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let mut logits = vec![0f32; m * head.rows];
         matmul(&self.pool, head, &normed, m, &mut sc.acts, &mut logits);
+        if m == 1 {
+            return Ok(vec![logits]);
+        }
         Ok(logits.chunks_exact(head.rows).map(|c| c.to_vec()).collect())
     }
 
@@ -308,9 +305,8 @@ impl CpuLlama {
         let inter = self.cfg.intermediate;
         let per_row = inter.div_ceil(PIECE);
         let next = AtomicUsize::new(0);
-        let outp = Ptr(act.as_mut_ptr());
+        let outp = SharedOut::new(act);
         self.pool.run(&|_| {
-            let outp = outp;
             loop {
                 let j = next.fetch_add(1, Ordering::Relaxed);
                 if j >= t * per_row {
@@ -321,7 +317,7 @@ impl CpuLlama {
                 let g = &gu[row * 2 * inter + i0..row * 2 * inter + i0 + n];
                 let u = &gu[row * 2 * inter + inter + i0..row * 2 * inter + inter + i0 + n];
                 // SAFETY: this piece of `act` belongs to this job alone.
-                let a = unsafe { std::slice::from_raw_parts_mut(outp.0.add(row * inter + i0), n) };
+                let a = unsafe { std::slice::from_raw_parts_mut(outp.ptr().add(row * inter + i0), n) };
                 for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
                     *a = math::silu(g) * u;
                 }
@@ -352,10 +348,9 @@ impl CpuLlama {
         }
         let caches: Vec<(&[f32], &[f32])> = spans.iter().map(|s| (&s.cache.k[li][..], &s.cache.v[li][..])).collect();
         let next = AtomicUsize::new(0);
-        let outp = Ptr(out.as_mut_ptr());
+        let outp = SharedOut::new(out);
         let isa = isa::get();
         self.pool.run(&|_| {
-            let outp = outp;
             SCORES.with(|cell| {
                 let mut scores = cell.borrow_mut();
                 loop {
@@ -386,7 +381,7 @@ impl CpuLlama {
                             sc.iter_mut().for_each(|v| *v *= inv);
                         }
                         // SAFETY: row `row`, heads g * rep .. (g + 1) * rep of `out` belong to this job alone.
-                        let o = unsafe { std::slice::from_raw_parts_mut(outp.0.add(row * qd + g * rep * hd), rep * hd) };
+                        let o = unsafe { std::slice::from_raw_parts_mut(outp.ptr().add(row * qd + g * rep * hd), rep * hd) };
                         o.fill(0.0);
                         for p in 0..l {
                             let v = &vc[p * kvd + g * hd..p * kvd + (g + 1) * hd];

@@ -9,8 +9,8 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Below this, exp underflows to 0 (`!(x >= ..)` also catches NaN).
-    let small = !(x >= -87.0);
+    // Below this, exp underflows to 0.
+    let small = x.is_nan() || x < -87.0;
     let x = if small { -87.0 } else { x };
     // Round to nearest with the 1.5 * 2^23 trick (no SSE4.1 needed); the integer n is then in
     // the low bits of the shifted value, so no float-to-int conversion is needed either.
@@ -18,7 +18,7 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     let shifted = x * LOG2E + SHIFT;
     let n = shifted - SHIFT;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
     let e = p * r * r + r + 1.0;
     let n_int = shifted.to_bits().wrapping_sub(SHIFT.to_bits());
     let scale = f32::from_bits(n_int.wrapping_add(127) << 23);

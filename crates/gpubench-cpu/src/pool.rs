@@ -142,7 +142,7 @@ fn worker(s: Arc<Shared>, index: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && started.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && started.elapsed() > SPIN {
                 let guard = s.sleep_lock.lock().unwrap_or_else(|p| p.into_inner());
                 if s.generation.load(Ordering::Acquire) == seen {
                     let _g = s.wake.wait_timeout(guard, Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner());
@@ -203,5 +203,23 @@ mod tests {
             n.fetch_add(1, Ordering::Relaxed);
         });
         assert!((1..=2).contains(&n.load(Ordering::Relaxed)));
+    }
+}
+
+/// An output buffer that the jobs of one [`Pool::run`] write in disjoint parts.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(*mut f32);
+// SAFETY: every user writes only its own elements, and `run` returns after all jobs have ended.
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+impl SharedOut {
+    pub(crate) fn new(out: &mut [f32]) -> Self {
+        Self(out.as_mut_ptr())
+    }
+
+    /// The buffer's start (a method, so that closures capture the whole `Sync` wrapper).
+    pub(crate) fn ptr(&self) -> *mut f32 {
+        self.0
     }
 }

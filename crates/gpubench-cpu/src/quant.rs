@@ -13,7 +13,7 @@ use half::f16;
 
 use super::isa::{self, Isa};
 use super::packed::{self, PackedQ4_1, PackedQ8_0, GROUP};
-use super::pool::Pool;
+use super::pool::{Pool, SharedOut};
 #[cfg(target_arch = "x86_64")]
 use super::x86::{f32_avx2, p4_1_avx2, p4_1_vnni, p8_0_avx2, p8_0_vnni, q4_1_avx2, q4_1_vnni, q8_0_avx2, q8_0_vnni};
 
@@ -46,7 +46,7 @@ impl BlockQ4_1 {
 
 /// 32 weights as `d * q`, q in -128..128; the scale is f16 bits (34 bytes a block).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BlockQ8_0 {
     pub d: u16,
     pub qs: [i8; 32],
@@ -61,11 +61,6 @@ impl BlockQ8_0 {
     }
 }
 
-impl Default for BlockQ8_0 {
-    fn default() -> Self {
-        Self { d: 0, qs: [0; 32] }
-    }
-}
 
 /// A weight matrix, `rows` x `cols`: row-major, or (packed) in groups of eight rows.
 #[derive(Debug)]
@@ -107,7 +102,7 @@ impl Linear {
     /// [`packed`]) where the row count allows; other matrices come back unchanged.
     pub fn packed(self) -> Linear {
         let Linear { rows, cols, w } = self;
-        if rows % GROUP != 0 {
+        if !rows.is_multiple_of(GROUP) {
             return Linear { rows, cols, w };
         }
         let nb = cols / QK;
@@ -266,13 +261,6 @@ pub fn quantize_block(c: &[f32], q: &mut [i8]) -> (f32, f32) {
     (d, d * sum as f32)
 }
 
-/// Raw output pointer shared by the threads of one matmul; each writes its own cells.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: threads write disjoint elements and `run` waits for all of them.
-unsafe impl Sync for Out {}
-unsafe impl Send for Out {}
-
 /// `out[t][r] = sum_k w[r][k] * x[t][k]` for `t` tokens; `out` is `t` x `lin.rows`.
 /// `acts` is scratch for the quantized `x`.
 pub fn matmul(pool: &Pool, lin: &Linear, x: &[f32], t: usize, acts: &mut Acts, out: &mut [f32]) {
@@ -289,10 +277,9 @@ pub fn matmul(pool: &Pool, lin: &Linear, x: &[f32], t: usize, acts: &mut Acts, o
     }
     let chunks = rows.div_ceil(chunk);
     let next = AtomicUsize::new(0);
-    let outp = Out(out.as_mut_ptr());
+    let outp = SharedOut::new(out);
     let acts = &*acts;
     pool.run(&|_| {
-        let outp = outp;
         loop {
             let c = next.fetch_add(1, Ordering::Relaxed);
             if c >= chunks {
@@ -304,7 +291,7 @@ pub fn matmul(pool: &Pool, lin: &Linear, x: &[f32], t: usize, acts: &mut Acts, o
                 let n = (t - t0).min(TILE);
                 // SAFETY: rows r0..r1 of tokens t0..t0+n are inside `out` and written by this
                 // thread only; the shapes were checked above.
-                unsafe { rows_dot(isa, lin, r0, r1, x, acts, t0, n, outp.0) };
+                unsafe { rows_dot(isa, lin, r0, r1, x, acts, t0, n, outp.ptr()) };
                 t0 += n;
             }
         }
@@ -542,8 +529,8 @@ mod tests {
             Linear { rows, cols: k, w: Weights::Q8_0(quantize_q8_0(&wf)) }.packed(),
             Linear { rows, cols: k, w: Weights::F32(wf.clone()) }.packed(),
         ];
-        assert_eq!(matches!(mats[0].w, Weights::PackedQ4_1(_)), rows % 8 == 0);
-        assert_eq!(matches!(mats[1].w, Weights::PackedQ8_0(_)), rows % 8 == 0);
+        assert_eq!(matches!(mats[0].w, Weights::PackedQ4_1(_)), rows.is_multiple_of(8));
+        assert_eq!(matches!(mats[1].w, Weights::PackedQ8_0(_)), rows.is_multiple_of(8));
         let pool = Pool::new(2);
         for lin in &mats {
             let mut deq = vec![0f32; rows * k];
