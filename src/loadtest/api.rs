@@ -7,13 +7,24 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::native;
 use super::workload::PromptItem;
+
+/// The most of one answer load-test reads (a whole body, or a stream in all); past it the
+/// request fails as a protocol error.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiKind {
     Generate,
     OpenaiCompletions,
     OpenaiChat,
+    OllamaGenerate,
+    OllamaChat,
+    /// TGI `/generate`: one JSON answer.
+    TgiGenerate,
+    /// TGI `/generate_stream`: server-sent events of tokens.
+    TgiStream,
 }
 
 impl ApiKind {
@@ -22,13 +33,23 @@ impl ApiKind {
             ApiKind::Generate => "generate",
             ApiKind::OpenaiCompletions => "openai-completions",
             ApiKind::OpenaiChat => "openai-chat",
+            ApiKind::OllamaGenerate => "ollama-generate",
+            ApiKind::OllamaChat => "ollama-chat",
+            ApiKind::TgiGenerate => "tgi-generate",
+            ApiKind::TgiStream => "tgi-generate-stream",
         }
     }
 
     /// Guesses the API from a URL path.
     pub fn from_path(path: &str) -> Option<Self> {
         let p = path.trim_end_matches('/');
-        if p.ends_with("/chat/completions") {
+        if p.ends_with("/api/generate") {
+            Some(ApiKind::OllamaGenerate)
+        } else if p.ends_with("/api/chat") {
+            Some(ApiKind::OllamaChat)
+        } else if p.ends_with("/generate_stream") {
+            Some(ApiKind::TgiStream)
+        } else if p.ends_with("/chat/completions") {
             Some(ApiKind::OpenaiChat)
         } else if p.ends_with("/completions") {
             Some(ApiKind::OpenaiCompletions)
@@ -40,13 +61,43 @@ impl ApiKind {
     }
 
     pub fn is_openai(self) -> bool {
-        !matches!(self, ApiKind::Generate)
+        matches!(self, ApiKind::OpenaiCompletions | ApiKind::OpenaiChat)
+    }
+
+    /// Whether the API can stream its answer.
+    pub fn streams(self) -> bool {
+        matches!(self, ApiKind::OpenaiCompletions | ApiKind::OpenaiChat | ApiKind::OllamaGenerate | ApiKind::OllamaChat | ApiKind::TgiStream)
+    }
+
+    /// Whether a streamed answer comes as NDJSON lines (Ollama) rather than server-sent events.
+    pub fn ndjson(self) -> bool {
+        matches!(self, ApiKind::OllamaGenerate | ApiKind::OllamaChat)
+    }
+
+    /// Whether requests must name the model.
+    pub fn needs_model(self) -> bool {
+        matches!(self, ApiKind::OpenaiCompletions | ApiKind::OpenaiChat | ApiKind::OllamaGenerate | ApiKind::OllamaChat)
     }
 }
 
+/// What every request body carries besides its prompt.
+#[derive(Debug, Clone, Default)]
+pub struct BodyOptions {
+    /// `max_tokens` of requests whose prompt does not set its own.
+    pub max_tokens: u32,
+    pub stream: bool,
+    /// Ask for exactly `max_tokens`: `ignore_eos` (vLLM, llama.cpp, gpubench serve) and
+    /// `min_tokens` (vLLM) on the OpenAI and seed APIs.
+    pub ignore_eos: bool,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    /// Merged into every body last, so it can set or override any field.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Builds the JSON body of one request.
-pub fn build_body(api: ApiKind, model: Option<&str>, item: &PromptItem, max_tokens: u32, stream: bool) -> Bytes {
-    let max_tokens = item.max_tokens.unwrap_or(max_tokens);
+pub fn build_body(api: ApiKind, model: Option<&str>, item: &PromptItem, opts: &BodyOptions) -> Bytes {
+    let max_tokens = item.max_tokens.unwrap_or(opts.max_tokens);
     let mut body = match api {
         ApiKind::Generate => json!({ "prompt": item.prompt.as_text(), "max_tokens": max_tokens }),
         ApiKind::OpenaiCompletions => json!({ "prompt": item.prompt.as_text(), "max_tokens": max_tokens }),
@@ -59,17 +110,46 @@ pub fn build_body(api: ApiKind, model: Option<&str>, item: &PromptItem, max_toke
                 .collect();
             json!({ "messages": messages, "max_tokens": max_tokens })
         }
+        ApiKind::OllamaGenerate | ApiKind::OllamaChat => {
+            let mut body = native::ollama_body(api == ApiKind::OllamaChat, model, item, opts, max_tokens);
+            merge(&mut body, &opts.extra);
+            return Bytes::from(body.to_string());
+        }
+        ApiKind::TgiGenerate | ApiKind::TgiStream => {
+            let mut body = native::tgi_body(item, opts, max_tokens);
+            merge(&mut body, &opts.extra);
+            return Bytes::from(body.to_string());
+        }
     };
     if api.is_openai() {
         if let Some(m) = model {
             body["model"] = json!(m);
         }
-        if stream {
+        if opts.stream {
             body["stream"] = json!(true);
             body["stream_options"] = json!({ "include_usage": true });
         }
+        if opts.ignore_eos {
+            body["min_tokens"] = json!(max_tokens);
+        }
     }
+    if opts.ignore_eos {
+        body["ignore_eos"] = json!(true);
+    }
+    if let Some(t) = opts.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(p) = opts.top_p {
+        body["top_p"] = json!(p);
+    }
+    merge(&mut body, &opts.extra);
     Bytes::from(body.to_string())
+}
+
+fn merge(body: &mut serde_json::Value, extra: &serde_json::Map<String, serde_json::Value>) {
+    for (k, v) in extra {
+        body[k.as_str()] = v.clone();
+    }
 }
 
 /// Token counts an answer reported.
@@ -77,12 +157,26 @@ pub fn build_body(api: ApiKind, model: Option<&str>, item: &PromptItem, max_toke
 pub struct Usage {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// Prompt tokens the server took from its prefix cache (`usage.prompt_tokens_details.cached_tokens`).
+    pub cached_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct UsageWire {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<PromptDetailsWire>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetailsWire {
+    cached_tokens: Option<u64>,
+}
+
+impl UsageWire {
+    fn cached(&self) -> Option<u64> {
+        self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens)
+    }
 }
 
 #[derive(Deserialize)]
@@ -123,8 +217,11 @@ pub fn parse_answer(api: ApiKind, content_type: &str, body: &[u8]) -> Result<Usa
                     .or(w.tokens_generated)
                     .or(w.eval_count)
                     .or(usage.and_then(|u| u.completion_tokens)),
+                cached_tokens: usage.and_then(UsageWire::cached),
             })
         }
+        ApiKind::OllamaGenerate | ApiKind::OllamaChat => native::parse_ollama(body).map(|(u, _)| u),
+        ApiKind::TgiGenerate | ApiKind::TgiStream => native::parse_tgi(body).map(|(u, _)| u),
         ApiKind::OpenaiCompletions | ApiKind::OpenaiChat => {
             let w: CompletionWire = serde_json::from_slice(body).map_err(not_json)?;
             match w.choices {
@@ -134,9 +231,23 @@ pub fn parse_answer(api: ApiKind, content_type: &str, body: &[u8]) -> Result<Usa
             Ok(Usage {
                 prompt_tokens: w.usage.as_ref().and_then(|u| u.prompt_tokens),
                 completion_tokens: w.usage.as_ref().and_then(|u| u.completion_tokens),
+                cached_tokens: w.usage.as_ref().and_then(UsageWire::cached),
             })
         }
     }
+}
+
+/// The generated text of a complete answer (empty when it has none).
+pub fn answer_text(api: ApiKind, body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return String::new() };
+    let text = match api {
+        ApiKind::Generate => ["text", "generated_text", "response"].iter().find_map(|k| v.get(*k)).cloned(),
+        ApiKind::OpenaiCompletions => v.pointer("/choices/0/text").cloned(),
+        ApiKind::OpenaiChat => v.pointer("/choices/0/message/content").cloned(),
+        ApiKind::OllamaGenerate | ApiKind::OllamaChat => return native::parse_ollama(body).map(|(_, t)| t).unwrap_or_default(),
+        ApiKind::TgiGenerate | ApiKind::TgiStream => return native::parse_tgi(body).map(|(_, t)| t).unwrap_or_default(),
+    };
+    text.and_then(|t| t.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn describe_type(content_type: &str) -> String {
@@ -188,14 +299,29 @@ pub struct SseStream {
     /// Events that carried generated text: the streamed token count.
     pub content_events: u64,
     pub usage: Usage,
+    /// The generated text, gathered when this is `Some` at the start.
+    pub text: Option<String>,
+    /// TGI's events (`token`, and `details` in the last one) instead of OpenAI's chunks.
+    pub tgi: bool,
 }
 
+/// The longest line of an event stream load-test takes.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 impl SseStream {
+    /// A reader that keeps the text when `capture_text`, of TGI's events when `tgi`.
+    pub fn new(capture_text: bool, tgi: bool) -> Self {
+        SseStream { text: capture_text.then(String::new), tgi, ..SseStream::default() }
+    }
+
     /// Feeds bytes as they arrive; returns how many content events they completed.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<u64, String> {
         let mut events = 0;
         for &b in bytes {
             if b != b'\n' {
+                if self.line.len() >= MAX_LINE_BYTES {
+                    return Err(format!("a stream line is longer than {} MiB: refusing to read more", MAX_LINE_BYTES >> 20));
+                }
                 self.line.push(b);
                 continue;
             }
@@ -245,6 +371,21 @@ impl SseStream {
             self.done = true;
             return Ok(0);
         }
+        if self.tgi {
+            let event = native::parse_tgi_event(&data)?;
+            if let Some(t) = self.text.as_mut() {
+                t.push_str(&event.text);
+            }
+            if event.last {
+                // TGI sends no [DONE]: its last event carries the details.
+                self.done = true;
+                self.finished = true;
+                self.usage.completion_tokens = event.generated_tokens.or(self.usage.completion_tokens);
+            }
+            let content = u64::from(event.content);
+            self.content_events += content;
+            return Ok(content);
+        }
         let chunk: ChunkWire = serde_json::from_str(&data)
             .map_err(|e| format!("stream event is not JSON ({e}): {}", snippet(data.as_bytes())))?;
         if let Some(err) = chunk.error {
@@ -253,9 +394,15 @@ impl SseStream {
         if let Some(u) = chunk.usage {
             self.usage.prompt_tokens = u.prompt_tokens.or(self.usage.prompt_tokens);
             self.usage.completion_tokens = u.completion_tokens.or(self.usage.completion_tokens);
+            self.usage.cached_tokens = u.cached().or(self.usage.cached_tokens);
         }
         let mut content = 0;
         for c in chunk.choices.unwrap_or_default() {
+            if let Some(text) = self.text.as_mut() {
+                for piece in [c.text.as_deref(), c.delta.as_ref().and_then(|d| d.content.as_deref())].into_iter().flatten() {
+                    text.push_str(piece);
+                }
+            }
             let text_len = c.text.as_deref().map_or(0, str::len)
                 + c.delta.as_ref().map_or(0, |d| {
                     d.content.as_deref().map_or(0, str::len) + d.reasoning_content.as_deref().map_or(0, str::len)
@@ -287,14 +434,18 @@ mod tests {
         assert_eq!(ApiKind::from_path("/v1/completions"), Some(ApiKind::OpenaiCompletions));
         assert_eq!(ApiKind::from_path("/v1/chat/completions/"), Some(ApiKind::OpenaiChat));
         assert_eq!(ApiKind::from_path("/"), None);
+        assert_eq!(ApiKind::from_path("/api/generate"), Some(ApiKind::OllamaGenerate));
+        assert_eq!(ApiKind::from_path("/api/chat"), Some(ApiKind::OllamaChat));
+        assert_eq!(ApiKind::from_path("/generate_stream"), Some(ApiKind::TgiStream));
     }
 
     #[test]
     fn bodies_follow_each_api() {
-        let b = build_body(ApiKind::Generate, Some("m"), &item("hi"), 7, true);
+        let opts = BodyOptions { max_tokens: 7, stream: true, ..BodyOptions::default() };
+        let b = build_body(ApiKind::Generate, Some("m"), &item("hi"), &opts);
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v, json!({"prompt": "hi", "max_tokens": 7}));
-        let b = build_body(ApiKind::OpenaiChat, Some("m"), &item("hi"), 7, true);
+        let b = build_body(ApiKind::OpenaiChat, Some("m"), &item("hi"), &opts);
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["messages"][0]["content"], "hi");
         assert_eq!(v["model"], "m");
@@ -302,23 +453,41 @@ mod tests {
         let mut it = item("x");
         it.max_tokens = Some(3);
         let v: serde_json::Value =
-            serde_json::from_slice(&build_body(ApiKind::OpenaiCompletions, None, &it, 7, false)).unwrap();
+            serde_json::from_slice(&build_body(ApiKind::OpenaiCompletions, None, &it, &BodyOptions { max_tokens: 7, ..BodyOptions::default() })).unwrap();
         assert_eq!(v["max_tokens"], 3);
         assert!(v.get("stream").is_none());
     }
 
     #[test]
+    fn exact_lengths_sampling_and_extra_fields_reach_the_body() {
+        let mut extra = serde_json::Map::new();
+        extra.insert("seed".into(), json!(7));
+        extra.insert("temperature".into(), json!(0.5));
+        let opts = BodyOptions { max_tokens: 9, ignore_eos: true, temperature: Some(0.0), top_p: Some(0.9), extra, ..BodyOptions::default() };
+        let v: serde_json::Value = serde_json::from_slice(&build_body(ApiKind::OpenaiChat, Some("m"), &item("hi"), &opts)).unwrap();
+        assert_eq!(v["ignore_eos"], true);
+        assert_eq!(v["min_tokens"], 9);
+        assert_eq!(v["top_p"], 0.9);
+        assert_eq!(v["seed"], 7);
+        assert_eq!(v["temperature"], 0.5, "--extra-body is merged last");
+        let v: serde_json::Value = serde_json::from_slice(&build_body(ApiKind::Generate, None, &item("hi"), &opts)).unwrap();
+        assert_eq!(v["ignore_eos"], true);
+        assert!(v.get("min_tokens").is_none());
+    }
+
+    #[test]
     fn answers_give_token_counts() {
         let u = parse_answer(ApiKind::Generate, "application/json", br#"{"text":"a","prompt_tokens":3,"completion_tokens":9}"#).unwrap();
-        assert_eq!(u, Usage { prompt_tokens: Some(3), completion_tokens: Some(9) });
+        assert_eq!(u, Usage { prompt_tokens: Some(3), completion_tokens: Some(9), cached_tokens: None });
         let u = parse_answer(ApiKind::Generate, "", br#"{"generated_text":"a"}"#).unwrap();
         assert_eq!(u, Usage::default());
         let e = parse_answer(ApiKind::Generate, "text/html; charset=utf-8", b"<!DOCTYPE html><html>").unwrap_err();
         assert!(e.contains("expected a JSON answer, got text/html"), "{e}");
         let e = parse_answer(ApiKind::Generate, "application/json", br#"{"ok":1}"#).unwrap_err();
         assert!(e.contains("no \"text\""), "{e}");
-        let u = parse_answer(ApiKind::OpenaiChat, "application/json", br#"{"choices":[{}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#).unwrap();
+        let u = parse_answer(ApiKind::OpenaiChat, "application/json", br#"{"choices":[{}],"usage":{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#).unwrap();
         assert_eq!(u.completion_tokens, Some(2));
+        assert_eq!(u.cached_tokens, Some(1));
         assert!(parse_answer(ApiKind::OpenaiChat, "application/json", br#"{"choices":[]}"#).is_err());
     }
 
@@ -338,7 +507,7 @@ mod tests {
         events += s.finish().unwrap();
         assert_eq!(events, 2);
         assert_eq!(s.content_events, 2);
-        assert_eq!(s.usage, Usage { prompt_tokens: Some(4), completion_tokens: Some(2) });
+        assert_eq!(s.usage, Usage { prompt_tokens: Some(4), completion_tokens: Some(2), cached_tokens: None });
         assert!(s.done);
     }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 
-use super::api::{parse_answer, snippet, ApiKind, SseStream, Usage};
+use super::api::{answer_text, parse_answer, snippet, ApiKind, SseStream, Usage, MAX_BODY_BYTES, MAX_LINE_BYTES};
+use super::native::NdjsonStream;
 use super::http1::Http1Pool;
 use super::LoadTestError;
 
@@ -19,6 +20,8 @@ pub struct Target {
     pub stream: bool,
     pub bodies: Vec<Bytes>,
     pub timeout: Duration,
+    /// Keep the generated text of each answer (multi-turn sessions, counting by tokenizer).
+    pub capture_text: bool,
 }
 
 /// Plain-HTTP endpoints get the lean HTTP/1 pool; HTTPS goes through reqwest.
@@ -74,6 +77,8 @@ pub struct Answer {
     pub first_token: Option<Instant>,
     /// Gaps between token arrivals after the first.
     pub token_gaps: Vec<Duration>,
+    /// The generated text, when the target keeps it.
+    pub text: Option<String>,
 }
 
 impl Answer {
@@ -110,6 +115,7 @@ impl Target {
         bodies: Vec<Bytes>,
         timeout: Duration,
         max_in_flight: usize,
+        capture_text: bool,
     ) -> Result<Arc<Self>, LoadTestError> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
@@ -135,7 +141,7 @@ impl Target {
         } else {
             Transport::Reqwest { client: reqwest_client(&map, max_in_flight, timeout)?, headers: map, max_in_flight }
         };
-        Ok(Arc::new(Target { transport, urls, api, stream, bodies, timeout }))
+        Ok(Arc::new(Target { transport, urls, api, stream, bodies, timeout, capture_text }))
     }
 
     /// The same target with connections of its own (for another runtime).
@@ -158,13 +164,20 @@ impl Target {
             stream: self.stream,
             bodies: self.bodies.clone(),
             timeout: self.timeout,
+            capture_text: self.capture_text,
         })
     }
 
     /// Sends request `index` (its URL and body chosen round-robin) and waits for the whole answer.
     pub async fn send(&self, index: u64) -> Exchange {
+        let body = self.bodies[(index % self.bodies.len() as u64) as usize].clone();
+        self.send_body(index, body).await
+    }
+
+    /// Sends `body` as request `index` (its URL chosen round-robin) and waits for the whole answer.
+    pub async fn send_body(&self, index: u64, body: Bytes) -> Exchange {
         let sent = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, self.exchange(index)).await {
+        let result = match tokio::time::timeout(self.timeout, self.exchange(index, body)).await {
             Ok(r) => r,
             Err(_) => Err(RequestError {
                 kind: ErrorKind::Timeout,
@@ -174,24 +187,26 @@ impl Target {
         Exchange { sent, done: Instant::now(), result }
     }
 
-    async fn exchange(&self, index: u64) -> Result<Answer, RequestError> {
+    async fn exchange(&self, index: u64, body: Bytes) -> Result<Answer, RequestError> {
         let u = (index % self.urls.len() as u64) as usize;
-        let body = self.bodies[(index % self.bodies.len() as u64) as usize].clone();
         match &self.transport {
             Transport::Http1 { pools, headers } => {
                 let pool = &pools[u];
                 let mut response = pool.post(headers, body).await.map_err(connect_error)?;
                 if !response.status.is_success() {
-                    let body = response.bytes(pool).await.unwrap_or_default();
+                    let body = response.bytes(pool, 64 << 10).await.ok().flatten().unwrap_or_default();
                     return Err(status_error(response.status, &body));
                 }
                 if !self.stream {
-                    let body = response.bytes(pool).await.map_err(connect_error)?;
+                    let body = response.bytes(pool, MAX_BODY_BYTES).await.map_err(connect_error)?.ok_or_else(too_long)?;
                     return self.whole(&response.content_type, &body);
                 }
-                let mut reader = StreamReader::default();
+                let mut reader = StreamReader::new(self.api, self.capture_text);
                 while let Some(chunk) = response.next_chunk(pool).await.map_err(connect_error)? {
-                    reader.push(&chunk)?;
+                    // Stop at `[DONE]`: a server that keeps the stream open must not turn a success into a timeout.
+                    if reader.push(&chunk)? {
+                        break;
+                    }
                 }
                 reader.finish()
             }
@@ -210,12 +225,20 @@ impl Target {
             return Err(status_error(status, &body));
         }
         if !self.stream {
-            let body = response.bytes().await.map_err(transport_error)?;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(too_long());
+                }
+                body.extend_from_slice(&chunk);
+            }
             return self.whole(&content_type, &body);
         }
-        let mut reader = StreamReader::default();
+        let mut reader = StreamReader::new(self.api, self.capture_text);
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            reader.push(&chunk)?;
+            if reader.push(&chunk)? {
+                break;
+            }
         }
         reader.finish()
     }
@@ -223,33 +246,67 @@ impl Target {
     fn whole(&self, content_type: &str, body: &[u8]) -> Result<Answer, RequestError> {
         let usage = parse_answer(self.api, content_type, body)
             .map_err(|message| RequestError { kind: ErrorKind::Protocol, message })?;
-        Ok(Answer { usage, ..Answer::default() })
+        let text = if self.capture_text { Some(answer_text(self.api, body)) } else { None };
+        Ok(Answer { usage, text, ..Answer::default() })
     }
+}
+
+/// The framing of a streamed answer.
+enum Wire {
+    Sse(SseStream),
+    Ndjson(NdjsonStream),
 }
 
 /// Reads a streamed answer, noting when each token arrived.
-#[derive(Default)]
 struct StreamReader {
-    sse: SseStream,
+    wire: Wire,
     answer: Answer,
     last: Option<Instant>,
+    bytes: usize,
 }
 
 impl StreamReader {
-    fn push(&mut self, chunk: &[u8]) -> Result<(), RequestError> {
+    fn new(api: ApiKind, capture_text: bool) -> Self {
+        let wire = if api.ndjson() {
+            Wire::Ndjson(NdjsonStream::new(capture_text))
+        } else {
+            Wire::Sse(SseStream::new(capture_text, api == ApiKind::TgiStream))
+        };
+        StreamReader { wire, answer: Answer::default(), last: None, bytes: 0 }
+    }
+
+    /// Feeds one piece of the body; true once the stream said `[DONE]`.
+    fn push(&mut self, chunk: &[u8]) -> Result<bool, RequestError> {
         let now = Instant::now();
-        let events = self.sse.feed(chunk).map_err(protocol_error)?;
+        self.bytes += chunk.len();
+        if self.bytes > MAX_BODY_BYTES {
+            return Err(too_long());
+        }
+        let (events, done) = match &mut self.wire {
+            Wire::Sse(s) => (s.feed(chunk), s.done),
+            Wire::Ndjson(s) => (s.feed(chunk, MAX_LINE_BYTES), s.done),
+        };
+        let events = events.map_err(protocol_error)?;
         record_arrivals(&mut self.answer, &mut self.last, now, events);
-        Ok(())
+        Ok(done)
     }
 
     fn finish(mut self) -> Result<Answer, RequestError> {
-        let events = self.sse.finish().map_err(protocol_error)?;
+        let (events, usage, content, text) = match &mut self.wire {
+            Wire::Sse(s) => (s.finish(), s.usage, s.content_events, s.text.take()),
+            Wire::Ndjson(s) => (s.finish(), s.usage, s.content_events, s.text.take()),
+        };
+        let events = events.map_err(protocol_error)?;
         record_arrivals(&mut self.answer, &mut self.last, Instant::now(), events);
-        self.answer.usage = self.sse.usage;
-        self.answer.streamed_events = Some(self.sse.content_events);
+        self.answer.usage = usage;
+        self.answer.streamed_events = Some(content);
+        self.answer.text = text;
         Ok(self.answer)
     }
+}
+
+fn too_long() -> RequestError {
+    protocol_error(format!("the answer is longer than {} MiB: refusing to read more", MAX_BODY_BYTES >> 20))
 }
 
 fn protocol_error(message: String) -> RequestError {

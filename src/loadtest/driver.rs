@@ -7,22 +7,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Exp};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Exchange, Target};
-use super::options::{Arrival, Slo, Warmup};
+use super::options::{Slo, Warmup};
 use super::recorder::{Measured, Recorder};
 use super::requests_csv::RequestLog;
+use super::schedule::{Gaps, Schedule, Shape};
+use super::sessions::{self, SessionSet};
+
+/// In-flight requests of an open loop given no --max-concurrency: well below the usual
+/// open-file limit, so a stalled server cannot exhaust the client's file handles.
+pub const DEFAULT_OPEN_LOOP_CAP: u32 = 4096;
 
 /// One point of a run: how the load is offered.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Point {
+    /// N workers, each sends its next request when its last one ended.
     Closed { concurrency: u32 },
-    Open { rate: f64, arrival: Arrival, max_concurrency: Option<u32> },
+    /// Requests due on a schedule, latency from the intended send time.
+    Open { shape: Shape, gaps: Gaps, max_concurrency: Option<u32> },
+    /// `--rate inf`: as fast as `concurrency` requests in flight allow (GuideLLM's throughput profile).
+    Throughput { concurrency: u32 },
 }
 
 /// Limits and measurement settings of one point.
@@ -45,7 +52,7 @@ impl Limits {
         }
     }
 
-    fn warmup_time(&self) -> Duration {
+    pub(super) fn warmup_time(&self) -> Duration {
         match self.warmup {
             Some(Warmup::Time(d)) => d,
             _ => Duration::ZERO,
@@ -53,7 +60,7 @@ impl Limits {
     }
 
     /// Total requests to send, warm-up included, when count-limited.
-    fn total_requests(&self) -> Option<u64> {
+    pub(super) fn total_requests(&self) -> Option<u64> {
         self.requests.map(|n| n + self.warmup_requests())
     }
 
@@ -63,7 +70,7 @@ impl Limits {
         (self.warmup_requests() == 0).then(|| self.warmup_time())
     }
 
-    fn is_warmup(&self, index: u64, offset: Duration) -> bool {
+    pub(super) fn is_warmup(&self, index: u64, offset: Duration) -> bool {
         index < self.warmup_requests() || offset < self.warmup_time()
     }
 }
@@ -73,6 +80,8 @@ impl Limits {
 pub struct Live {
     pub done: AtomicU64,
     pub failed: AtomicU64,
+    /// The open loop had as many requests in flight as its default cap allows.
+    pub cap_reached: std::sync::atomic::AtomicBool,
 }
 
 /// What a point left behind.
@@ -82,30 +91,43 @@ pub struct Outcome {
     pub started_at: std::time::SystemTime,
 }
 
-struct Shared {
-    target: Arc<Target>,
+pub(super) struct Shared {
+    pub(super) target: Arc<Target>,
     /// When the measurement (and so `--duration`) starts.
-    measure_start: Arc<std::sync::OnceLock<Instant>>,
-    limits: Limits,
+    pub(super) measure_start: Arc<std::sync::OnceLock<Instant>>,
+    pub(super) limits: Limits,
     live: Arc<Live>,
     log: Option<Arc<RequestLog>>,
-    cancel: CancellationToken,
-    t0: Instant,
+    pub(super) cancel: CancellationToken,
+    pub(super) t0: Instant,
+    /// Multi-turn sessions instead of single requests, and the count of requests (turns) so far.
+    pub(super) sessions: Option<Arc<SessionSet>>,
+    pub(super) requests: Arc<AtomicU64>,
 }
 
 impl Shared {
     /// When no more requests may be sent (time-limited runs), once the measurement has started.
-    fn deadline(&self) -> Option<Instant> {
+    pub(super) fn deadline(&self) -> Option<Instant> {
         let duration = self.limits.duration?;
         self.measure_start.get().map(|start| *start + duration)
     }
 
     /// Sends one request unless cancelled; `None` when cancelled before it finished.
     async fn send(&self, index: u64) -> Option<Exchange> {
+        self.send_with(index, None).await
+    }
+
+    /// Sends request `index` with its prebuilt body, or with `body`.
+    pub(super) async fn send_with(&self, index: u64, body: Option<bytes::Bytes>) -> Option<Exchange> {
         let ex = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => None,
-            ex = self.target.send(index) => Some(ex),
+            ex = async {
+                match body {
+                    Some(b) => self.target.send_body(index, b).await,
+                    None => self.target.send(index).await,
+                }
+            } => Some(ex),
         };
         match &ex {
             Some(e) if e.result.is_err() => {
@@ -117,9 +139,24 @@ impl Shared {
         ex
     }
 
-    fn log(&self, index: u64, intended: Instant, warmup: bool, ex: Option<&Exchange>) {
+    pub(super) fn log(&self, index: u64, intended: Instant, warmup: bool, ex: Option<&Exchange>, turn: Option<(u64, u32)>) {
         if let Some(log) = &self.log {
-            log.write(index, self.t0, intended, warmup, ex);
+            log.write(index, self.t0, intended, warmup, ex, turn);
+        }
+    }
+
+    /// The same settings with connections of its own (for another runtime).
+    fn fork(&self) -> Shared {
+        Shared {
+            target: self.target.fork(),
+            measure_start: self.measure_start.clone(),
+            limits: self.limits.clone(),
+            live: self.live.clone(),
+            log: self.log.clone(),
+            cancel: self.cancel.clone(),
+            t0: self.t0,
+            sessions: self.sessions.clone(),
+            requests: self.requests.clone(),
         }
     }
 }
@@ -131,6 +168,7 @@ pub async fn drive(
     limits: Limits,
     live: Arc<Live>,
     log: Option<Arc<RequestLog>>,
+    sessions: Option<Arc<SessionSet>>,
     cancel: CancellationToken,
 ) -> Outcome {
     let started_at = std::time::SystemTime::now();
@@ -140,10 +178,11 @@ pub async fn drive(
     if let Some(offset) = limits.measure_start_offset() {
         let _ = measure_start.set(t0 + offset);
     }
-    let shared = Arc::new(Shared { target, measure_start, limits, live, log, cancel, t0 });
+    let requests = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared { target, measure_start, limits, live, log, cancel, t0, sessions, requests });
     let recorder = match point {
-        Point::Closed { concurrency } => closed_loop(shared, concurrency).await,
-        Point::Open { rate, arrival, max_concurrency } => open_loop(shared, rate, arrival, max_concurrency).await,
+        Point::Closed { concurrency } | Point::Throughput { concurrency } => closed_loop(shared, concurrency).await,
+        Point::Open { shape, gaps, max_concurrency } => open_loop(shared, shape, gaps, max_concurrency).await,
     };
     Outcome { recorder, t0, started_at }
 }
@@ -159,15 +198,7 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
     let mut handles = Vec::with_capacity(threads);
     for k in 0..threads {
         let workers = (concurrency as usize + threads - 1 - k) / threads;
-        let shared = Arc::new(Shared {
-            target: shared.target.fork(),
-            measure_start: shared.measure_start.clone(),
-            limits: shared.limits.clone(),
-            live: shared.live.clone(),
-            log: shared.log.clone(),
-            cancel: shared.cancel.clone(),
-            t0: shared.t0,
-        });
+        let shared = Arc::new(shared.fork());
         let next = next.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new().name(format!("gpubench-load-{k}")).spawn(move || {
@@ -208,8 +239,18 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
     merged
 }
 
-/// One closed-loop worker: sends the next request when its last one ended.
+/// One closed-loop worker: sends the next request when its last one ended (or runs the
+/// next session when its last one ended).
 async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>, rec: Arc<Mutex<Recorder>>) {
+    if shared.sessions.is_some() {
+        loop {
+            let session = next.fetch_add(1, Ordering::Relaxed);
+            if !sessions::run(&shared, session, None, &rec).await {
+                break;
+            }
+        }
+        return;
+    }
     let total = shared.limits.total_requests();
     let first_measured = shared.limits.warmup_requests();
     loop {
@@ -226,9 +267,9 @@ async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>, rec: Arc<Mutex<Record
         }
         let warmup = shared.limits.is_warmup(index, start.saturating_duration_since(shared.t0));
         let ex = shared.send(index).await;
-        shared.log(index, start, warmup, ex.as_ref());
+        shared.log(index, start, warmup, ex.as_ref(), None);
         match ex {
-            Some(ex) => rec.lock().record(Measured { exchange: &ex, intended: ex.sent, warmup }, shared.limits.slo.as_ref()),
+            Some(ex) => rec.lock().record(Measured { exchange: &ex, intended: ex.sent, warmup, turn: None }, shared.limits.slo.as_ref()),
             None => {
                 rec.lock().record_unfinished(warmup);
                 break;
@@ -259,45 +300,23 @@ fn spawn_drain_watchdog(shared: &Arc<Shared>) -> CancellationToken {
     done
 }
 
-/// The intended send offsets of an open-loop run, lazily, from a seeded generator.
-pub struct Schedule {
-    rate: f64,
-    arrival: Arrival,
-    rng: StdRng,
-    exp: Option<Exp<f64>>,
-    index: u64,
-    offset: f64,
-}
-
-impl Schedule {
-    pub fn new(rate: f64, arrival: Arrival, seed: u64) -> Self {
-        Schedule { rate, arrival, rng: StdRng::seed_from_u64(seed), exp: Exp::new(rate).ok(), index: 0, offset: 0.0 }
+/// Total requests (or sessions) an open-loop schedule may start: its request limit, or none.
+fn schedule_limit(shared: &Shared) -> Option<u64> {
+    if shared.sessions.is_some() {
+        // Sessions stop themselves at the request limit; the schedule only starts them.
+        None
+    } else {
+        shared.limits.total_requests()
     }
 }
 
-impl Iterator for Schedule {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        let at = match self.arrival {
-            Arrival::Constant => self.index as f64 / self.rate,
-            Arrival::Poisson => {
-                if self.index > 0 {
-                    self.offset += self.exp.as_ref().map_or(1.0 / self.rate, |e| e.sample(&mut self.rng));
-                }
-                self.offset
-            }
-        };
-        self.index += 1;
-        Some(Duration::from_secs_f64(at))
-    }
-}
-
-async fn open_loop(shared: Arc<Shared>, rate: f64, arrival: Arrival, max_concurrency: Option<u32>) -> Recorder {
+async fn open_loop(shared: Arc<Shared>, shape: Shape, gaps: Gaps, max_concurrency: Option<u32>) -> Recorder {
     const SHARDS: usize = 16;
     let shards: Arc<Vec<Mutex<Recorder>>> = Arc::new((0..SHARDS).map(|_| Mutex::new(Recorder::new(shared.t0))).collect());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let idle = Arc::new(Notify::new());
-    let permits = max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1) as usize)));
+    let capped_by_default = max_concurrency.is_none();
+    let permits = Arc::new(Semaphore::new(max_concurrency.unwrap_or(DEFAULT_OPEN_LOOP_CAP).max(1) as usize));
     let handle = tokio::runtime::Handle::current();
 
     let scheduler = {
@@ -306,11 +325,14 @@ async fn open_loop(shared: Arc<Shared>, rate: f64, arrival: Arrival, max_concurr
         let in_flight = in_flight.clone();
         let idle = idle.clone();
         std::thread::Builder::new().name("gpubench-schedule".into()).spawn(move || {
-            let total = shared.limits.total_requests();
+            let total = schedule_limit(&shared);
             let first_measured = shared.limits.warmup_requests();
             let mut measure_from = shared.limits.measure_start_offset();
-            for (index, offset) in Schedule::new(rate, arrival, shared.limits.seed).enumerate() {
+            for (index, offset) in Schedule::new(shape, gaps, shared.limits.seed).enumerate() {
                 let index = index as u64;
+                if shared.sessions.is_some() && shared.limits.total_requests().is_some_and(|t| shared.requests.load(Ordering::Relaxed) >= t) {
+                    break;
+                }
                 if index == first_measured && measure_from.is_none() {
                     measure_from = Some(offset);
                 }
@@ -343,19 +365,24 @@ async fn open_loop(shared: Arc<Shared>, rate: f64, arrival: Arrival, max_concurr
                     let dispatched = Instant::now();
                     let warmup = shared.limits.is_warmup(index, offset);
                     shards[index as usize % SHARDS].lock().record_lag(intended, dispatched, warmup);
-                    let _permit = match &permits {
-                        Some(p) => tokio::select! {
-                            biased;
-                            _ = shared.cancel.cancelled() => None,
-                            permit = p.clone().acquire_owned() => permit.ok(),
-                        },
-                        None => None,
+                    if capped_by_default && permits.available_permits() == 0 {
+                        shared.live.cap_reached.store(true, Ordering::Relaxed);
+                    }
+                    let _permit = tokio::select! {
+                        biased;
+                        _ = shared.cancel.cancelled() => None,
+                        permit = permits.clone().acquire_owned() => permit.ok(),
                     };
+                    if shared.sessions.is_some() {
+                        let rec = &shards[index as usize % SHARDS];
+                        sessions::run(&shared, index, Some(intended), rec).await;
+                        return;
+                    }
                     let ex = if shared.cancel.is_cancelled() { None } else { shared.send(index).await };
-                    shared.log(index, intended, warmup, ex.as_ref());
+                    shared.log(index, intended, warmup, ex.as_ref(), None);
                     let mut rec = shards[index as usize % SHARDS].lock();
                     match ex {
-                        Some(ex) => rec.record(Measured { exchange: &ex, intended, warmup }, shared.limits.slo.as_ref()),
+                        Some(ex) => rec.record(Measured { exchange: &ex, intended, warmup, turn: None }, shared.limits.slo.as_ref()),
                         None => rec.record_unfinished(warmup),
                     }
                 });
@@ -403,26 +430,5 @@ impl Drop for InFlight {
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_schedule_is_evenly_spaced() {
-        let s: Vec<_> = Schedule::new(4.0, Arrival::Constant, 0).take(3).collect();
-        assert_eq!(s, vec![Duration::ZERO, Duration::from_millis(250), Duration::from_millis(500)]);
-    }
-
-    #[test]
-    fn poisson_schedule_is_seeded_and_has_the_right_rate() {
-        let a: Vec<_> = Schedule::new(100.0, Arrival::Poisson, 42).take(10_000).collect();
-        let b: Vec<_> = Schedule::new(100.0, Arrival::Poisson, 42).take(10_000).collect();
-        assert_eq!(a, b);
-        let rate = 9_999.0 / a[9_999].as_secs_f64();
-        assert!((95.0..105.0).contains(&rate), "rate {rate}");
-        assert!(a.windows(2).all(|w| w[0] <= w[1]));
     }
 }

@@ -17,6 +17,8 @@ use parking_lot::Mutex;
 /// One server's connections.
 pub struct Http1Pool {
     addr: SocketAddr,
+    /// The request target in origin form (`/v1/completions?x=1`): servers route that form,
+    /// and some (llama.cpp's) route nothing else. The absolute form is for proxies.
     uri: Uri,
     host: HeaderValue,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
@@ -32,9 +34,8 @@ pub struct Http1Response {
 
 impl Http1Pool {
     pub fn new(addr: SocketAddr, url: &reqwest::Url) -> Result<Self, String> {
-        let uri: Uri = url.as_str().parse().map_err(|e| format!("{url}: {e}"))?;
-        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
-        let host = HeaderValue::from_str(&authority).map_err(|e| format!("{url}: {e}"))?;
+        let uri = origin_form(url)?;
+        let host = HeaderValue::from_str(&host_header(url)).map_err(|e| format!("{url}: {e}"))?;
         Ok(Http1Pool { addr, uri, host, idle: Mutex::new(Vec::new()) })
     }
 
@@ -118,20 +119,47 @@ impl Http1Response {
         }
     }
 
-    /// The whole body.
-    pub async fn bytes(&mut self, pool: &Http1Pool) -> Result<Bytes, String> {
+    /// The whole body; `Ok(None)` when it is longer than `limit` bytes (reading stops there).
+    pub async fn bytes(&mut self, pool: &Http1Pool, limit: usize) -> Result<Option<Bytes>, String> {
         let first = match self.next_chunk(pool).await? {
-            None => return Ok(Bytes::new()),
+            None => return Ok(Some(Bytes::new())),
             Some(b) => b,
         };
-        let Some(second) = self.next_chunk(pool).await? else { return Ok(first) };
+        let Some(second) = self.next_chunk(pool).await? else {
+            return Ok((first.len() <= limit).then_some(first));
+        };
         let mut all = Vec::with_capacity(first.len() + second.len());
         all.extend_from_slice(&first);
         all.extend_from_slice(&second);
         while let Some(more) = self.next_chunk(pool).await? {
+            if all.len() + more.len() > limit {
+                return Ok(None);
+            }
             all.extend_from_slice(&more);
         }
-        Ok(Bytes::from(all))
+        Ok((all.len() <= limit).then(|| Bytes::from(all)))
+    }
+}
+
+/// The origin-form request target of `url`: its path and query, never the scheme or host.
+pub fn origin_form(url: &reqwest::Url) -> Result<Uri, String> {
+    let mut target = url.path().to_string();
+    if target.is_empty() {
+        target.push('/');
+    }
+    if let Some(q) = url.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    target.parse().map_err(|e| format!("{url}: {e}"))
+}
+
+/// The `Host` header of `url`: the host, and the port when it is not the scheme's default.
+pub fn host_header(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     }
 }
 
@@ -144,4 +172,19 @@ fn describe(e: &hyper::Error) -> String {
         source = s.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_target_is_origin_form_with_the_host_apart() {
+        let url = reqwest::Url::parse("http://127.0.0.1:8080/v1/chat/completions?x=1").unwrap();
+        assert_eq!(origin_form(&url).unwrap().to_string(), "/v1/chat/completions?x=1");
+        assert_eq!(host_header(&url), "127.0.0.1:8080");
+        let bare = reqwest::Url::parse("http://[::1]").unwrap();
+        assert_eq!(origin_form(&bare).unwrap().to_string(), "/");
+        assert_eq!(host_header(&bare), "[::1]");
+    }
 }

@@ -10,12 +10,19 @@
 
 mod api;
 mod client;
+mod discovery;
 mod driver;
 mod http1;
+mod native;
 mod options;
+mod plan;
 mod recorder;
 mod requests_csv;
+mod schedule;
+mod sessions;
 mod summary;
+mod sweep;
+mod trace;
 pub mod workload;
 
 use std::sync::atomic::Ordering;
@@ -29,14 +36,15 @@ use tokio_util::sync::CancellationToken;
 pub use api::ApiKind;
 pub use driver::Point;
 pub use options::*;
+pub use plan::{prepare, Plan, DEFAULT_THROUGHPUT_CONCURRENCY};
+pub use schedule::{Gaps, Shape};
 pub use summary::{render, render_sweep};
 
-use crate::report::{self, EnvironmentStamp, RunReport, RunReportFile};
+use crate::report::{self, RunReport, RunReportFile, RunSet, SweepSummary, RUN_SCHEMA_VERSION};
 use crate::ExitStatus;
-use client::Target;
 use driver::{Limits, Live};
+use plan::Points;
 use requests_csv::RequestLog;
-use workload::PromptItem;
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -44,7 +52,7 @@ Examples:
   gpubench load-test --url http://127.0.0.1:8000/v1/chat/completions --stream --rate 2,4,8 --duration 60s --warmup 10s
   gpubench load-test --url http://10.0.0.5:8000/v1/completions --url http://10.0.0.6:8000/v1/completions -c 16 -n 500
 
-A sweep (a list of N or R) writes one file: {\"schema_version\": 1, \"runs\": [one report per point]}.
+A sweep (a list of N or R, or --sweep auto) writes one file: {\"schema_version\": 2, \"runs\": [one report per point]}.
 Without --requests or --duration a point sends 100 requests. Exit codes: 0 ok, 1 failure (e.g. every
 request failed, or Ctrl-C), 2 usage error.";
 
@@ -95,261 +103,14 @@ impl LoadTestArgs {
     }
 }
 
-/// A validated load test, ready to run: request bodies built, server checked.
-pub struct Plan {
-    target: Arc<Target>,
-    target_desc: report::Target,
-    points: Vec<Point>,
-    limits: Limits,
-    workload: report::Workload,
-    label: Option<String>,
-    slo: Option<Slo>,
-    environment: EnvironmentStamp,
-    csv: Option<std::path::PathBuf>,
-}
-
-impl Plan {
-    pub fn points(&self) -> &[Point] {
-        &self.points
-    }
-}
-
-/// Validates the flags, loads prompts, builds every request body and checks that each
-/// server accepts connections.
-pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
-    let mut urls = Vec::new();
-    for raw in &args.urls {
-        let url = reqwest::Url::parse(raw).map_err(|e| {
-            LoadTestError::Usage(format!("--url '{raw}' is not a URL ({e}): use e.g. http://127.0.0.1:8000/generate"))
-        })?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(LoadTestError::Usage(format!("--url '{raw}' must be an http:// or https:// URL with a host")));
-        }
-        urls.push(url);
-    }
-    let api = resolve_api(args.api, &urls)?;
-    if args.stream && api == ApiKind::Generate {
-        return Err(LoadTestError::Usage(
-            "--stream needs an OpenAI API: the generate API answers in one piece (use a /v1/completions or /v1/chat/completions URL)".into(),
-        ));
-    }
-    if args.max_tokens == 0 {
-        return Err(LoadTestError::Usage("--max-tokens must be at least 1".into()));
-    }
-    let points = points(args)?;
-    if args.requests == Some(0) {
-        return Err(LoadTestError::Usage("--requests must be at least 1".into()));
-    }
-    if args.duration.is_some_and(|d| d.is_zero()) {
-        return Err(LoadTestError::Usage("--duration must be longer than 0".into()));
-    }
-    if args.timeout.is_zero() {
-        return Err(LoadTestError::Usage("--timeout must be longer than 0".into()));
-    }
-    for url in &urls {
-        check_reachable(url).await?;
-    }
-    let mut environment = EnvironmentStamp::collect();
-    let server = describe_server(&urls[0]).await;
-    let model = match (&args.model, api.is_openai()) {
-        (Some(m), _) => Some(m.clone()),
-        (None, true) => Some(first_model(&urls[0], server.as_ref())?),
-        (None, false) => None,
-    };
-    environment.server = server;
-
-    let requests = match (args.requests, args.duration) {
-        (None, None) => Some(DEFAULT_REQUESTS),
-        (r, _) => r,
-    };
-    let (items, prompt_source) = prompts(args, requests)?;
-    let bodies = items
-        .iter()
-        .map(|item| api::build_body(api, model.as_deref(), item, args.max_tokens, args.stream))
-        .collect();
-    let max_in_flight = points
-        .iter()
-        .map(|p| match p {
-            Point::Closed { concurrency } => *concurrency as usize,
-            Point::Open { max_concurrency: Some(m), .. } => *m as usize,
-            Point::Open { .. } => 1024,
-        })
-        .max()
-        .unwrap_or(1);
-    let target = Target::new(urls.clone(), api, args.stream, &args.headers, bodies, args.timeout, max_in_flight).await?;
-    let limits = Limits {
-        requests,
-        duration: args.duration,
-        warmup: args.warmup,
-        seed: args.seed,
-        slo: args.slo.clone(),
-        drain: args.timeout,
-    };
-    let workload = report::Workload {
-        mode: String::new(),
-        concurrency: None,
-        rate: None,
-        arrival: None,
-        max_concurrency: None,
-        requests,
-        duration_s: args.duration.map(|d| d.as_secs_f64()),
-        warmup_requests: match args.warmup {
-            Some(Warmup::Requests(n)) => Some(n),
-            _ => None,
-        },
-        warmup_s: match args.warmup {
-            Some(Warmup::Time(d)) => Some(d.as_secs_f64()),
-            _ => None,
-        },
-        max_tokens: args.max_tokens,
-        stream: args.stream,
-        prompt_source,
-        distinct_prompts: items.len() as u64,
-        seed: args.seed,
-        timeout_s: args.timeout.as_secs_f64(),
-        slo_ms: args.slo.as_ref().map(Slo::as_map).unwrap_or_default(),
-    };
-    Ok(Plan {
-        target,
-        target_desc: report::Target { urls: args.urls.clone(), api: api.name().into(), model },
-        points,
-        limits,
-        workload,
-        label: args.label.clone(),
-        slo: args.slo.clone(),
-        environment,
-        csv: args.csv.clone(),
-    })
-}
-
-fn resolve_api(choice: ApiChoice, urls: &[reqwest::Url]) -> Result<ApiKind, LoadTestError> {
-    let explicit = match choice {
-        ApiChoice::Generate => Some(ApiKind::Generate),
-        ApiChoice::OpenaiCompletions => Some(ApiKind::OpenaiCompletions),
-        ApiChoice::OpenaiChat => Some(ApiKind::OpenaiChat),
-        ApiChoice::Auto => None,
-    };
-    if let Some(api) = explicit {
-        return Ok(api);
-    }
-    let mut found = None;
-    for url in urls {
-        let api = ApiKind::from_path(url.path()).ok_or_else(|| {
-            LoadTestError::Usage(format!(
-                "cannot tell the API from the path of {url}: end the URL with /generate, /v1/completions or /v1/chat/completions, or pass --api"
-            ))
-        })?;
-        if found.is_some_and(|f| f != api) {
-            return Err(LoadTestError::Usage("all --url values must speak the same API".into()));
-        }
-        found = Some(api);
-    }
-    found.ok_or_else(|| LoadTestError::Usage("give at least one --url".into()))
-}
-
-fn points(args: &LoadTestArgs) -> Result<Vec<Point>, LoadTestError> {
-    if !args.rate.is_empty() {
-        let mut points = Vec::new();
-        for &rate in &args.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(LoadTestError::Usage(format!("--rate {rate} must be a positive number of requests per second")));
-            }
-            if args.max_concurrency == Some(0) {
-                return Err(LoadTestError::Usage("--max-concurrency must be at least 1".into()));
-            }
-            points.push(Point::Open { rate, arrival: args.arrival, max_concurrency: args.max_concurrency });
-        }
-        return Ok(points);
-    }
-    let levels = if args.concurrency.is_empty() { vec![1] } else { args.concurrency.clone() };
-    levels
-        .into_iter()
-        .map(|c| {
-            if c == 0 {
-                Err(LoadTestError::Usage("--concurrency must be at least 1".into()))
-            } else {
-                Ok(Point::Closed { concurrency: c })
-            }
-        })
-        .collect()
-}
-
-fn prompts(args: &LoadTestArgs, requests: Option<u64>) -> Result<(Vec<PromptItem>, String), LoadTestError> {
-    if let Some(path) = &args.dataset {
-        return Ok((workload::load_dataset(path)?, format!("dataset:{}", path.display())));
-    }
-    if let Some(tokens) = args.input_tokens {
-        let count = requests.unwrap_or(1000).clamp(1, 1000) as usize;
-        return Ok((
-            workload::synthetic(tokens, count, args.seed),
-            format!("synthetic:{}:{}", tokens.mean, tokens.stddev),
-        ));
-    }
-    let text = args.prompt.clone().unwrap_or_else(|| workload::DEFAULT_PROMPT.to_string());
-    if text.trim().is_empty() {
-        return Err(LoadTestError::Usage("--prompt is empty".into()));
-    }
-    Ok((vec![PromptItem { prompt: workload::Prompt::Text(text), max_tokens: None }], "prompt".into()))
-}
-
-async fn check_reachable(url: &reqwest::Url) -> Result<(), LoadTestError> {
-    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = url.port_or_known_default().unwrap_or(80);
-    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(LoadTestError::Unreachable(format!(
-            "cannot connect to {host}:{port} (--url {url}): {e}. Is the server running and listening there?"
-        ))),
-        Err(_) => Err(LoadTestError::Unreachable(format!(
-            "no answer from {host}:{port} (--url {url}) within 5 s: check the address and any firewall"
-        ))),
-    }
-}
-
-/// The server's base URL: everything before `/v1/` or the last path segment.
-fn base_url(url: &reqwest::Url) -> reqwest::Url {
-    let mut base = url.clone();
-    let path = url.path();
-    let cut = path.find("/v1/").unwrap_or_else(|| path.rfind('/').unwrap_or(0));
-    base.set_path(&path[..cut]);
-    base.set_query(None);
-    base
-}
-
-/// Asks the server for `/v1/models` (best effort): the report's self-description.
-async fn describe_server(url: &reqwest::Url) -> Option<serde_json::Value> {
-    let mut models = base_url(url);
-    let path = format!("{}/v1/models", models.path().trim_end_matches('/'));
-    models.set_path(&path);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
-    let resp = client.get(models).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json::<serde_json::Value>().await.ok()
-}
-
-fn first_model(url: &reqwest::Url, models: Option<&serde_json::Value>) -> Result<String, LoadTestError> {
-    models
-        .and_then(|m| m.get("data"))
-        .and_then(|d| d.as_array())
-        .and_then(|d| d.first())
-        .and_then(|m| m.get("id"))
-        .and_then(|id| id.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            LoadTestError::Failed(format!(
-                "could not learn the model name from {}/v1/models: pass --model NAME",
-                base_url(url).as_str().trim_end_matches('/')
-            ))
-        })
-}
-
 fn point_label(base: Option<&str>, point: &Point, sweep: bool) -> String {
     let own = match point {
         Point::Closed { concurrency } => format!("c{concurrency}"),
-        Point::Open { rate, .. } => format!("r{rate}"),
+        Point::Throughput { .. } => "throughput".to_string(),
+        Point::Open { shape: Shape::Rate(rate), .. } => format!("r{rate}"),
+        Point::Open { shape: Shape::Ramp { start, end, .. }, .. } => format!("ramp{start}-{end}"),
+        Point::Open { shape: Shape::Stages(_), .. } => "stages".to_string(),
+        Point::Open { shape: Shape::Trace(_), .. } => "trace".to_string(),
     };
     match (base, sweep) {
         (Some(b), false) => b.to_string(),
@@ -361,70 +122,153 @@ fn point_label(base: Option<&str>, point: &Point, sweep: bool) -> String {
 /// Runs every point of the plan in order. Stops early (with partial reports) when
 /// `cancel` fires. `progress` draws a bar per point on stderr when it is a terminal.
 pub async fn run(plan: &Plan, cancel: &CancellationToken, progress: bool) -> Result<Vec<RunReport>, LoadTestError> {
-    let log = match &plan.csv {
-        Some(path) => Some(Arc::new(RequestLog::create(path)?)),
-        None => None,
-    };
+    Ok(run_all(plan, cancel, progress).await?.0)
+}
+
+/// [`run`], with the summary of an automatic sweep.
+pub async fn run_all(
+    plan: &Plan,
+    cancel: &CancellationToken,
+    progress: bool,
+) -> Result<(Vec<RunReport>, Option<SweepSummary>), LoadTestError> {
+    let log = plan.open_log()?;
     let mut reports = Vec::new();
-    let sweep = plan.points.len() > 1;
-    for point in &plan.points {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let label = point_label(plan.label.as_deref(), point, sweep);
-        let live = Arc::new(Live::default());
-        let bar = progress_bar(progress, &plan.limits, &label);
-        let ticker = bar.clone().map(|bar| {
-            let live = live.clone();
-            tokio::spawn(async move {
-                loop {
-                    let done = live.done.load(Ordering::Relaxed);
-                    let failed = live.failed.load(Ordering::Relaxed);
-                    bar.set_position(done);
-                    bar.set_message(format!("{failed} failed"));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+    let summary = match &plan.points {
+        Points::Fixed(points) => {
+            let sweep = points.len() > 1;
+            for point in points {
+                if cancel.is_cancelled() {
+                    break;
                 }
-            })
-        });
-        let point_cancel = cancel.child_token();
-        let outcome = driver::drive(*point, plan.target.clone(), plan.limits.clone(), live, log.clone(), point_cancel).await;
-        if let Some(t) = ticker {
-            t.abort();
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let mut workload = plan.workload.clone();
-        match *point {
-            Point::Closed { concurrency } => {
-                workload.mode = "closed".into();
-                workload.concurrency = Some(concurrency);
+                reports.push(run_point(plan, point, sweep, log.clone(), cancel, progress).await);
             }
-            Point::Open { rate, arrival, max_concurrency } => {
-                workload.mode = "open".into();
-                workload.rate = Some(rate);
-                workload.arrival = Some(match arrival {
-                    Arrival::Poisson => "poisson".into(),
-                    Arrival::Constant => "constant".into(),
-                });
-                workload.max_concurrency = max_concurrency;
-            }
+            None
         }
-        let ctx = summary::RunContext {
-            label,
-            target: plan.target_desc.clone(),
-            workload,
-            environment: plan.environment.clone(),
-            slo: plan.slo.clone(),
-            point: *point,
-            interrupted: cancel.is_cancelled(),
-        };
-        reports.push(summary::build_report(ctx, &outcome));
-    }
+        Points::Auto { rates, stop_on_saturation, gaps, max_concurrency } => {
+            auto_sweep(plan, (*rates, *stop_on_saturation, *gaps, *max_concurrency), log.clone(), cancel, progress, &mut reports).await
+        }
+    };
     if let Some(log) = log {
         log.finish()?;
     }
-    Ok(reports)
+    Ok((reports, summary))
+}
+
+async fn auto_sweep(
+    plan: &Plan,
+    (k, stop_on_saturation, gaps, max_concurrency): (u32, bool, Gaps, Option<u32>),
+    log: Option<Arc<RequestLog>>,
+    cancel: &CancellationToken,
+    progress: bool,
+    reports: &mut Vec<RunReport>,
+) -> Option<SweepSummary> {
+    let sync = run_point(plan, &Point::Closed { concurrency: 1 }, true, log.clone(), cancel, progress).await;
+    let sync_rate = sync.throughput.requests_per_s;
+    let mut steps: Vec<sweep::Step> = sweep::Step::of(sync_rate, &sync).into_iter().collect();
+    let mut labels = vec![sync.label.clone()];
+    reports.push(sync);
+    if cancel.is_cancelled() {
+        return None;
+    }
+    let concurrency = max_concurrency.unwrap_or(DEFAULT_THROUGHPUT_CONCURRENCY);
+    let max = run_point(plan, &Point::Throughput { concurrency }, true, log.clone(), cancel, progress).await;
+    let max_rate = max.throughput.requests_per_s;
+    reports.push(max);
+    let rates = sweep::rates(sync_rate, max_rate, k);
+    let mut stopped_early = false;
+    for (i, &rate) in rates.iter().enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let point = Point::Open { shape: Shape::Rate(rate), gaps, max_concurrency };
+        let r = run_point(plan, &point, true, log.clone(), cancel, progress).await;
+        steps.extend(sweep::Step::of(rate, &r));
+        labels.push(r.label.clone());
+        reports.push(r);
+        if stop_on_saturation && sweep::knee(&steps).1 && i + 1 < rates.len() {
+            stopped_early = true;
+            break;
+        }
+    }
+    Some(sweep::summary(sync_rate, max_rate, rates, &steps, &labels, stopped_early))
+}
+
+/// Runs one point and builds its report.
+async fn run_point(
+    plan: &Plan,
+    point: &Point,
+    sweep: bool,
+    log: Option<Arc<RequestLog>>,
+    cancel: &CancellationToken,
+    progress: bool,
+) -> RunReport {
+    let label = point_label(plan.label.as_deref(), point, sweep);
+    let live = Arc::new(Live::default());
+    let bar = progress_bar(progress, &plan.limits, &label);
+    let ticker = bar.clone().map(|bar| {
+        let live = live.clone();
+        tokio::spawn(async move {
+            loop {
+                let done = live.done.load(Ordering::Relaxed);
+                let failed = live.failed.load(Ordering::Relaxed);
+                bar.set_position(done);
+                bar.set_message(format!("{failed} failed"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let point_cancel = cancel.child_token();
+    let outcome = driver::drive(
+        point.clone(),
+        plan.target.clone(),
+        plan.limits.clone(),
+        live.clone(),
+        log,
+        plan.sessions.clone(),
+        point_cancel,
+    )
+    .await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut workload = plan.workload.clone();
+    match point {
+        Point::Closed { concurrency } => {
+            workload.mode = "closed".into();
+            workload.concurrency = Some(*concurrency);
+        }
+        Point::Throughput { concurrency } => {
+            workload.mode = "throughput".into();
+            workload.max_concurrency = Some(*concurrency);
+        }
+        Point::Open { shape, gaps, max_concurrency } => {
+            workload.mode = "open".into();
+            workload.rate = match shape {
+                Shape::Rate(r) => Some(*r),
+                _ => None,
+            };
+            workload.arrival = Some(match shape {
+                Shape::Trace(_) => "trace".into(),
+                _ => gaps.name().into(),
+            });
+            workload.max_concurrency = *max_concurrency;
+        }
+    }
+    let ctx = summary::RunContext {
+        label,
+        target: plan.target_desc.clone(),
+        workload,
+        environment: plan.environment.clone(),
+        slo: plan.slo.clone(),
+        point: point.clone(),
+        interrupted: cancel.is_cancelled(),
+        cap_reached: live.cap_reached.load(Ordering::Relaxed),
+        sessions: plan.sessions.is_some(),
+    };
+    summary::build_report(ctx, &outcome)
 }
 
 fn progress_bar(enabled: bool, limits: &Limits, label: &str) -> Option<ProgressBar> {
@@ -463,9 +307,12 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
             }
         })
     };
-    let reports = run(&plan, &cancel, !quiet).await?;
+    let (reports, sweep) = run_all(&plan, &cancel, !quiet).await?;
     ctrl_c.abort();
-    let file = RunReportFile::from_runs(reports);
+    let file = match sweep {
+        Some(summary) => RunReportFile::Sweep(RunSet { schema_version: RUN_SCHEMA_VERSION, runs: reports, sweep: Some(summary) }),
+        None => RunReportFile::from_runs(reports),
+    };
     if let Some(out) = &args.out {
         file.save(out)?;
     }
@@ -476,6 +323,9 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
         let runs = file.runs();
         if runs.len() > 1 {
             print!("{}", render_sweep(runs));
+            if let RunReportFile::Sweep(RunSet { sweep: Some(s), .. }) = &file {
+                println!("{}", summary::render_knee(s));
+            }
         } else if let Some(r) = runs.first() {
             print!("{}", render(r));
         }

@@ -11,7 +11,8 @@ use crate::util::parse_duration;
 /// Which API the endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ApiChoice {
-    /// From the URL path: /generate, /v1/completions or /v1/chat/completions.
+    /// From the URL path: /generate (gpubench's, or TGI's when GET /info says so), /generate_stream
+    /// (TGI), /v1/completions, /v1/chat/completions, /api/generate or /api/chat (Ollama).
     Auto,
     /// The seed API: POST {"prompt", "max_tokens"} answered by JSON with the text.
     Generate,
@@ -19,6 +20,12 @@ pub enum ApiChoice {
     OpenaiCompletions,
     /// OpenAI /v1/chat/completions.
     OpenaiChat,
+    /// Ollama /api/generate (NDJSON when streamed).
+    OllamaGenerate,
+    /// Ollama /api/chat (NDJSON when streamed).
+    OllamaChat,
+    /// Hugging Face TGI: /generate (one answer) or /generate_stream (server-sent events).
+    Tgi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,6 +34,30 @@ pub enum Arrival {
     Poisson,
     /// Evenly spaced: request i at t0 + i/rate.
     Constant,
+    /// Gamma-distributed gaps with shape --burstiness and mean 1/rate (1 = Poisson, < 1 burstier).
+    Gamma,
+}
+
+/// How the rate of a ramp grows from its start rate to its end rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RampKind {
+    Linear,
+    Exponential,
+}
+
+/// Sweeps whose points gpubench chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SweepKind {
+    /// A synchronous run (one at a time), a throughput run (--rate inf), then
+    /// --sweep-points open-loop rates evenly between the two rates they measured.
+    Auto,
+}
+
+/// One stage of `--stages`: a rate held for a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    pub duration: Duration,
+    pub rate: f64,
 }
 
 /// Options of `gpubench load-test`.
@@ -45,14 +76,40 @@ pub struct LoadTestArgs {
     /// Closed loop: N workers, each sends its next request when the last ended. A list (1,4,16) runs a sweep.
     #[arg(long, short = 'c', value_delimiter = ',', value_name = "N[,N...]", conflicts_with = "rate")]
     pub concurrency: Vec<u32>,
-    /// Open loop: requests per second on a precomputed schedule. A list runs a sweep.
-    #[arg(long, short = 'r', value_delimiter = ',', value_name = "R[,R...]")]
+    /// Open loop: requests per second on a precomputed schedule. A list runs a sweep. `inf`
+    /// sends as fast as --max-concurrency allows (a throughput run).
+    #[arg(long, short = 'r', value_delimiter = ',', value_name = "R[,R...]", value_parser = parse_rate)]
     pub rate: Vec<f64>,
     /// Arrival process of the open loop.
-    #[arg(long, value_enum, default_value_t = Arrival::Poisson, requires = "rate")]
+    #[arg(long, value_enum, default_value_t = Arrival::Poisson)]
     pub arrival: Arrival,
+    /// Shape of the gamma arrival process (vLLM's burstiness): 1 is Poisson, below 1 burstier.
+    #[arg(long, value_name = "B", value_parser = parse_burstiness)]
+    pub burstiness: Option<f64>,
+    /// Open loop whose rate grows over the point (its --duration, else its --requests).
+    #[arg(long, value_enum, requires_all = ["ramp_up_start_rate", "ramp_up_end_rate"], conflicts_with_all = ["rate", "concurrency", "stages", "trace"])]
+    pub ramp_up: Option<RampKind>,
+    /// Rate at the start of --ramp-up, requests per second.
+    #[arg(long, value_name = "R0", requires = "ramp_up")]
+    pub ramp_up_start_rate: Option<f64>,
+    /// Rate at the end of --ramp-up, requests per second.
+    #[arg(long, value_name = "R1", requires = "ramp_up")]
+    pub ramp_up_end_rate: Option<f64>,
+    /// Open loop in stages of DURATION@RATE, e.g. 30s@2,60s@8,30s@2; the point ends with the last stage.
+    #[arg(long, value_name = "D@R[,D@R...]", value_parser = parse_stages, conflicts_with_all = ["rate", "concurrency", "trace"])]
+    pub stages: Option<Vec<Stage>>,
+    /// A sweep whose points gpubench picks (see --sweep-points).
+    #[arg(long, value_enum, conflicts_with_all = ["rate", "concurrency", "stages", "ramp_up", "trace"])]
+    pub sweep: Option<SweepKind>,
+    /// Open-loop rates of --sweep auto between the synchronous and the throughput rate.
+    #[arg(long, value_name = "K", default_value_t = 8, requires = "sweep")]
+    pub sweep_points: u32,
+    /// End --sweep auto once two points past the knee have shown that latency grows faster than throughput.
+    #[arg(long, requires = "sweep")]
+    pub stop_on_saturation: bool,
     /// Open loop: at most N requests in flight; later ones wait, and the wait stays in their latency.
-    #[arg(long, value_name = "N", requires = "rate")]
+    /// Without it the open loop is capped at 4096 (the report notes when the cap was reached).
+    #[arg(long, value_name = "N")]
     pub max_concurrency: Option<u32>,
     /// Measured requests per point (warm-up not counted). Default 100 when no --duration is given.
     #[arg(long, short = 'n', value_name = "M")]
@@ -70,12 +127,56 @@ pub struct LoadTestArgs {
     /// "conversations" (ShareGPT), optionally "max_tokens". Used in order, cycling.
     #[arg(long, group = "prompts", value_name = "FILE.jsonl")]
     pub dataset: Option<PathBuf>,
-    /// Synthetic prompts of about MEAN tokens (normal with STDDEV), from a seeded generator.
+    /// Synthetic prompts of about MEAN tokens (normal with STDDEV), from a seeded generator;
+    /// exactly MEAN tokens by --tokenizer when one is known.
     #[arg(long, group = "prompts", value_name = "MEAN[:STDDEV]", value_parser = parse_input_tokens)]
     pub input_tokens: Option<InputTokens>,
+    /// Replay a trace (JSON Lines: "timestamp" in ms from its start, and "prompt"/"messages" or
+    /// "input_length"/"output_length", optionally Mooncake "hash_ids"): each request at its offset.
+    #[arg(long, group = "prompts", value_name = "FILE.jsonl", conflicts_with_all = ["rate", "concurrency"])]
+    pub trace: Option<PathBuf>,
+    /// Replay speed of --trace: 2 sends twice as fast.
+    #[arg(long, default_value_t = 1.0, value_name = "F", requires = "trace")]
+    pub trace_speed: f64,
+    /// Tokens per block of the trace's "hash_ids".
+    #[arg(long, default_value_t = 512, value_name = "N", requires = "trace")]
+    pub trace_block_tokens: u32,
+    /// Multi-turn sessions from --dataset (ShareGPT "conversations" or "messages" with several
+    /// user turns): N sessions at once (closed loop), or --rate session starts per second.
+    /// Turn k carries the whole history, the model's real answers included.
+    #[arg(long, value_name = "N", requires = "dataset")]
+    pub sessions: Option<u32>,
+    /// Pause between a turn's answer and the session's next turn.
+    #[arg(long, value_parser = parse_duration, value_name = "D")]
+    pub think_time: Option<Duration>,
+    /// Every prompt starts with one of --prefix-groups shared system prompts of P tokens.
+    #[arg(long, value_name = "P")]
+    pub shared_prefix_tokens: Option<u32>,
+    /// Number of distinct shared prefixes (request i uses prefix i mod G).
+    #[arg(long, value_name = "G", default_value_t = 1, requires = "shared_prefix_tokens")]
+    pub prefix_groups: u32,
     /// Maximum tokens to generate per request.
     #[arg(long, default_value_t = 150)]
     pub max_tokens: u32,
+    /// A seeded spread of max_tokens per request (normal, at least 1), instead of --max-tokens.
+    #[arg(long, value_name = "MEAN[:STDDEV]", value_parser = parse_input_tokens)]
+    pub output_tokens: Option<InputTokens>,
+    /// Generate exactly max_tokens: sends ignore_eos (vLLM, llama.cpp, gpubench serve) and min_tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Sampling temperature sent with every request.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling threshold sent with every request.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// A JSON object merged into every request body, e.g. '{"seed": 1}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_extra_body)]
+    pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Tokenizer for exact prompt lengths and for counting output without usage: a
+    /// tokenizer.json, a GGUF file, or a repository in the Hugging Face cache.
+    #[arg(long, value_name = "PATH|REPO")]
+    pub tokenizer: Option<String>,
     /// Stream the answer (OpenAI APIs: SSE with usage in the last chunk); needed for TTFT, ITL and TPOT.
     #[arg(long)]
     pub stream: bool,
@@ -163,6 +264,53 @@ pub fn parse_input_tokens(text: &str) -> Result<InputTokens, String> {
     Ok(InputTokens { mean, stddev })
 }
 
+/// A rate in requests per second, or `inf`.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("inf") {
+        return Ok(f64::INFINITY);
+    }
+    match t.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("'{t}' is not a positive number of requests per second (or inf)")),
+    }
+}
+
+pub fn parse_burstiness(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(b) if b.is_finite() && b > 0.0 => Ok(b),
+        _ => Err(format!("burstiness '{text}' must be a positive number (1 is Poisson, below 1 burstier)")),
+    }
+}
+
+/// `30s@2,60s@8`: stages of a time at a rate.
+pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
+    let mut stages = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (d, r) = part.split_once('@').ok_or_else(|| format!("stage '{part}' is not DURATION@RATE, e.g. 30s@2"))?;
+        let duration = parse_duration(d).map_err(|e| format!("stage '{part}': {e}"))?;
+        if duration.is_zero() {
+            return Err(format!("stage '{part}' lasts no time"));
+        }
+        let rate = r.trim().parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0).ok_or_else(|| {
+            format!("stage '{part}': the rate '{}' must be a positive number of requests per second", r.trim())
+        })?;
+        stages.push(Stage { duration, rate });
+    }
+    if stages.is_empty() {
+        return Err("--stages needs at least one DURATION@RATE, e.g. 30s@2,60s@8".into());
+    }
+    Ok(stages)
+}
+
+pub fn parse_extra_body(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("--extra-body must be a JSON object, e.g. '{\"seed\": 1}'".into()),
+        Err(e) => Err(format!("--extra-body is not JSON ({e}): give an object, e.g. '{{\"seed\": 1}}'")),
+    }
+}
+
 pub fn parse_slo(text: &str) -> Result<Slo, String> {
     let mut slo = Slo::default();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -227,5 +375,23 @@ mod tests {
         assert_eq!(parse_header("Authorization: Bearer x").unwrap(), ("Authorization".into(), "Bearer x".into()));
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: v").is_err());
+    }
+
+    #[test]
+    fn rates_stages_burstiness_and_extra_body() {
+        assert_eq!(parse_rate("inf").unwrap(), f64::INFINITY);
+        assert_eq!(parse_rate("2.5").unwrap(), 2.5);
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-1").is_err());
+        assert!(parse_burstiness("-0.5").unwrap_err().contains("positive"));
+        assert_eq!(parse_burstiness("0.5").unwrap(), 0.5);
+        let s = parse_stages("30s@2, 1m@8").unwrap();
+        assert_eq!(s, vec![Stage { duration: Duration::from_secs(30), rate: 2.0 }, Stage { duration: Duration::from_secs(60), rate: 8.0 }]);
+        assert!(parse_stages("30s").unwrap_err().contains("DURATION@RATE"));
+        assert!(parse_stages("30s@x").unwrap_err().contains("rate 'x'"));
+        assert!(parse_stages("0s@1").is_err());
+        assert_eq!(parse_extra_body(r#"{"seed": 1}"#).unwrap()["seed"], 1);
+        assert!(parse_extra_body("[1]").unwrap_err().contains("object"));
+        assert!(parse_extra_body("{").unwrap_err().contains("not JSON"));
     }
 }

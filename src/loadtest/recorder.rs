@@ -46,6 +46,8 @@ pub struct Measured<'a> {
     /// When the request was meant to go out: the schedule's time (open loop) or the send time (closed loop).
     pub intended: Instant,
     pub warmup: bool,
+    /// The turn of a multi-turn session (1 for the first).
+    pub turn: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,15 @@ pub struct Recorder {
     pub tpot: Histogram<u64>,
     pub queue: Histogram<u64>,
     pub lag: Histogram<u64>,
+    /// TTFT of sessions' first turns and of their later turns (where a prefix cache shows).
+    pub ttft_first_turn: Histogram<u64>,
+    pub ttft_later_turns: Histogram<u64>,
+    pub sessions_finished: u64,
+    /// Prompt tokens the server reported as taken from its cache, and the answers that said.
+    pub cached_tokens: u64,
+    pub answers_with_cached_count: u64,
+    /// Prompt tokens of the answers that reported cached tokens.
+    pub prompt_tokens_with_cached: u64,
     pub ok: u64,
     pub errors: ErrorCounts,
     pub http_status: BTreeMap<u16, u64>,
@@ -106,6 +117,12 @@ impl Recorder {
             tpot: histogram(),
             queue: histogram(),
             lag: histogram(),
+            ttft_first_turn: histogram(),
+            ttft_later_turns: histogram(),
+            sessions_finished: 0,
+            cached_tokens: 0,
+            answers_with_cached_count: 0,
+            prompt_tokens_with_cached: 0,
             ok: 0,
             errors: ErrorCounts::default(),
             http_status: BTreeMap::new(),
@@ -197,6 +214,16 @@ impl Recorder {
                 let ttft = answer.first_token.map(|t| t.saturating_duration_since(m.intended));
                 if let Some(t) = ttft {
                     record(&mut self.ttft, t);
+                    match m.turn {
+                        Some(1) => record(&mut self.ttft_first_turn, t),
+                        Some(_) => record(&mut self.ttft_later_turns, t),
+                        None => {}
+                    }
+                }
+                if let Some(c) = answer.usage.cached_tokens {
+                    self.cached_tokens += c;
+                    self.answers_with_cached_count += 1;
+                    self.prompt_tokens_with_cached += answer.usage.prompt_tokens.unwrap_or(0);
                 }
                 for gap in &answer.token_gaps {
                     record(&mut self.itl, *gap);
@@ -248,6 +275,8 @@ impl Recorder {
             (&mut self.tpot, &other.tpot),
             (&mut self.queue, &other.queue),
             (&mut self.lag, &other.lag),
+            (&mut self.ttft_first_turn, &other.ttft_first_turn),
+            (&mut self.ttft_later_turns, &other.ttft_later_turns),
         ] {
             // Both histograms have the same bounds, so adding cannot fail.
             let _ = a.add(b);
@@ -273,6 +302,10 @@ impl Recorder {
         self.answers_with_output_count += other.answers_with_output_count;
         self.count_mismatches += other.count_mismatches;
         self.goodput += other.goodput;
+        self.sessions_finished += other.sessions_finished;
+        self.cached_tokens += other.cached_tokens;
+        self.answers_with_cached_count += other.answers_with_cached_count;
+        self.prompt_tokens_with_cached += other.prompt_tokens_with_cached;
         self.first_start = min_opt(self.first_start, other.first_start);
         self.last_done = max_opt(self.last_done, other.last_done);
         self.first_dispatch = min_opt(self.first_dispatch, other.first_dispatch);
@@ -309,10 +342,11 @@ mod tests {
             sent,
             done: sent + Duration::from_millis(ms),
             result: Ok(Answer {
-                usage: Usage { prompt_tokens: Some(10), completion_tokens: Some(tokens) },
+                usage: Usage { prompt_tokens: Some(10), completion_tokens: Some(tokens), cached_tokens: None },
                 streamed_events: first_ms.map(|_| tokens),
                 first_token: first_ms.map(|f| sent + Duration::from_millis(f)),
                 token_gaps: vec![Duration::from_millis(10); tokens.saturating_sub(1) as usize],
+                text: None,
             }),
         }
     }
@@ -323,7 +357,7 @@ mod tests {
         let mut r = Recorder::new(t0);
         let intended = t0;
         let sent = t0 + Duration::from_millis(500);
-        r.record(Measured { exchange: &ok(sent, 100, Some(20), 5), intended, warmup: false }, None);
+        r.record(Measured { exchange: &ok(sent, 100, Some(20), 5), intended, warmup: false, turn: None }, None);
         let e2e = r.e2e.max() as f64 / 1000.0;
         assert!((599.0..=601.0).contains(&e2e), "e2e {e2e}");
         assert!((r.service.max() as f64 / 1000.0 - 100.0).abs() < 1.0);
@@ -339,7 +373,7 @@ mod tests {
     fn warmup_errors_and_goodput() {
         let t0 = Instant::now();
         let mut r = Recorder::new(t0);
-        r.record(Measured { exchange: &ok(t0, 100, None, 5), intended: t0, warmup: true }, None);
+        r.record(Measured { exchange: &ok(t0, 100, None, 5), intended: t0, warmup: true, turn: None }, None);
         assert_eq!((r.warmup, r.ok, r.e2e.len()), (1, 0, 0));
         let failed = Exchange {
             sent: t0,
@@ -347,9 +381,9 @@ mod tests {
             result: Err(RequestError { kind: ErrorKind::HttpStatus(503), message: "busy".into() }),
         };
         let slo = Slo { e2e_ms: Some(150.0), ..Slo::default() };
-        r.record(Measured { exchange: &failed, intended: t0, warmup: false }, Some(&slo));
-        r.record(Measured { exchange: &ok(t0, 100, None, 5), intended: t0, warmup: false }, Some(&slo));
-        r.record(Measured { exchange: &ok(t0, 200, None, 5), intended: t0, warmup: false }, Some(&slo));
+        r.record(Measured { exchange: &failed, intended: t0, warmup: false, turn: None }, Some(&slo));
+        r.record(Measured { exchange: &ok(t0, 100, None, 5), intended: t0, warmup: false, turn: None }, Some(&slo));
+        r.record(Measured { exchange: &ok(t0, 200, None, 5), intended: t0, warmup: false, turn: None }, Some(&slo));
         assert_eq!(r.errors.http_status, 1);
         assert_eq!(r.http_status[&503], 1);
         assert_eq!(r.samples, vec!["http_status: busy".to_string()]);
@@ -366,8 +400,8 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Recorder::new(t0);
         let slo = Slo { ttft_ms: Some(1000.0), ..Slo::default() };
-        r.record(Measured { exchange: &ok(t0, 100, None, 5), intended: t0, warmup: false }, Some(&slo));
-        r.record(Measured { exchange: &ok(t0, 100, Some(50), 5), intended: t0, warmup: false }, Some(&slo));
+        r.record(Measured { exchange: &ok(t0, 100, None, 5), intended: t0, warmup: false, turn: None }, Some(&slo));
+        r.record(Measured { exchange: &ok(t0, 100, Some(50), 5), intended: t0, warmup: false, turn: None }, Some(&slo));
         assert_eq!(r.goodput, 1);
     }
 }

@@ -16,9 +16,9 @@ pub struct RequestLog {
     failed: AtomicBool,
 }
 
-const HEADER: [&str; 14] = [
+const HEADER: [&str; 17] = [
     "index", "warmup", "intended_s", "sent_s", "done_s", "status", "error_kind", "http_status", "e2e_ms",
-    "service_ms", "ttft_ms", "tpot_ms", "prompt_tokens", "output_tokens",
+    "service_ms", "ttft_ms", "tpot_ms", "prompt_tokens", "output_tokens", "cached_tokens", "session", "turn",
 ];
 
 impl RequestLog {
@@ -35,8 +35,9 @@ impl RequestLog {
         Ok(RequestLog { writer: Mutex::new(writer), failed: AtomicBool::new(false) })
     }
 
-    /// Writes one row; a write error is reported once and further rows are dropped.
-    pub fn write(&self, index: u64, t0: Instant, intended: Instant, warmup: bool, ex: Option<&Exchange>) {
+    /// Writes one row (`turn`: the session and turn of a multi-turn request); a write error is
+    /// reported once and further rows are dropped.
+    pub fn write(&self, index: u64, t0: Instant, intended: Instant, warmup: bool, ex: Option<&Exchange>, turn: Option<(u64, u32)>) {
         let secs = |t: Instant| format!("{:.6}", t.saturating_duration_since(t0).as_secs_f64());
         let ms = |d: std::time::Duration| format!("{:.3}", d.as_secs_f64() * 1000.0);
         let mut row: Vec<String> = vec![index.to_string(), warmup.to_string(), secs(intended)];
@@ -76,6 +77,15 @@ impl RequestLog {
             None => Default::default(),
         };
         row.extend([kind, code, e2e, service, ttft, tpot, prompt, out]);
+        let cached = match ex.map(|e| &e.result) {
+            Some(Ok(a)) => a.usage.cached_tokens.map(|n| n.to_string()).unwrap_or_default(),
+            _ => String::new(),
+        };
+        row.push(cached);
+        match turn {
+            Some((session, turn)) => row.extend([session.to_string(), turn.to_string()]),
+            None => row.extend([String::new(), String::new()]),
+        }
         let mut w = self.writer.lock();
         if let Err(e) = w.write_record(&row) {
             if !self.failed.swap(true, Ordering::Relaxed) {

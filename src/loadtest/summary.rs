@@ -9,7 +9,7 @@ use super::driver::{Outcome, Point};
 use super::options::Slo;
 use crate::report::{
     encode_histogram, ClientCheck, Counts, EnvironmentStamp, Goodput, Histograms, Latencies, LatencySummary, RunReport,
-    SeriesPoint, Target, Throughput, Workload, SCHEMA_VERSION,
+    SeriesPoint, Target, Throughput, Workload, RUN_SCHEMA_VERSION, PrefixCacheSummary, SessionSummary,
 };
 use crate::util::human_ms;
 
@@ -25,6 +25,10 @@ pub struct RunContext {
     pub slo: Option<Slo>,
     pub point: Point,
     pub interrupted: bool,
+    /// The open loop reached its default cap on requests in flight.
+    pub cap_reached: bool,
+    /// The run was made of multi-turn sessions.
+    pub sessions: bool,
 }
 
 fn definitions(open: bool) -> BTreeMap<String, String> {
@@ -81,6 +85,27 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
     if ctx.interrupted {
         warnings.push("interrupted: this report is partial".into());
     }
+    if ctx.cap_reached {
+        warnings.push(format!(
+            "the open loop reached its default cap of {} requests in flight: later requests waited (their wait is in the latency); set --max-concurrency to choose the cap",
+            super::driver::DEFAULT_OPEN_LOOP_CAP
+        ));
+    }
+    let sessions = ctx.sessions.then(|| SessionSummary {
+        finished: r.sessions_finished,
+        ttft_first_turn_ms: LatencySummary::from_micros(&r.ttft_first_turn),
+        ttft_later_turns_ms: LatencySummary::from_micros(&r.ttft_later_turns),
+    });
+    let prefix_cache = (r.answers_with_cached_count > 0).then(|| PrefixCacheSummary {
+        answers: r.answers_with_cached_count,
+        cached_tokens: r.cached_tokens,
+        prompt_tokens: r.prompt_tokens_with_cached,
+        hit_share: if r.prompt_tokens_with_cached > 0 {
+            round(r.cached_tokens as f64 / r.prompt_tokens_with_cached as f64, 4)
+        } else {
+            0.0
+        },
+    });
 
     let client = client_check(&ctx, outcome, window_s);
     let counts = Counts {
@@ -124,7 +149,7 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         queue: encode_histogram(&r.queue),
     };
     RunReport {
-        schema_version: SCHEMA_VERSION,
+        schema_version: RUN_SCHEMA_VERSION,
         label: ctx.label,
         started_at: rfc3339(outcome.started_at),
         target: ctx.target,
@@ -140,21 +165,31 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         histograms,
         series: series(outcome),
         warnings,
+        sessions,
+        prefix_cache,
         interrupted: ctx.interrupted,
     }
 }
 
 fn client_check(ctx: &RunContext, outcome: &Outcome, window_s: f64) -> ClientCheck {
     let r = &outcome.recorder;
-    match ctx.point {
-        Point::Closed { .. } => ClientCheck {
+    match &ctx.point {
+        Point::Closed { .. } | Point::Throughput { .. } => ClientCheck {
             target_rate: None,
             achieved_send_rate: if window_s > 0.0 { round(r.sent() as f64 / window_s, 3) } else { 0.0 },
             schedule_lag_ms: None,
             kept_up: true,
-            notes: vec!["closed loop: the offered load follows the server's speed; latency is measured from the actual send time".into()],
+            notes: vec![if matches!(ctx.point, Point::Throughput { .. }) {
+                "throughput run (--rate inf): requests go out as fast as the in-flight cap allows; latency is measured from the actual send time".into()
+            } else {
+                "closed loop: the offered load follows the server's speed; latency is measured from the actual send time".into()
+            }],
         },
-        Point::Open { rate, .. } => {
+        Point::Open { shape, .. } => {
+            let rate = match shape {
+                super::schedule::Shape::Rate(r) => Some(*r),
+                _ => None,
+            };
             let n = r.lag.len();
             let span = |a: Option<std::time::Instant>, b: Option<std::time::Instant>| match (a, b) {
                 (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
@@ -181,10 +216,11 @@ fn client_check(ctx: &RunContext, outcome: &Outcome, window_s: f64) -> ClientChe
                 notes.push(format!("sent {achieved:.1} req/s while the schedule asked for {scheduled:.1} req/s"));
             }
             if n > 1 {
-                notes.push(format!("schedule: {scheduled:.2} req/s over the measured requests (target {rate} req/s, seeded)"));
+                let target = rate.map_or_else(|| "a varying rate".to_string(), |r| format!("{r} req/s"));
+                notes.push(format!("schedule: {scheduled:.2} req/s over the measured requests (target {target}, seeded)"));
             }
             ClientCheck {
-                target_rate: Some(rate),
+                target_rate: rate,
                 achieved_send_rate: round(achieved, 3),
                 schedule_lag_ms: lag,
                 kept_up,
@@ -375,12 +411,30 @@ pub fn render_sweep(reports: &[RunReport]) -> String {
     format!("{table}\n")
 }
 
+/// One line on what an automatic sweep found.
+pub fn render_knee(s: &crate::report::SweepSummary) -> String {
+    let rates = format!(
+        "synchronous {:.2} req/s, throughput {:.2} req/s",
+        s.synchronous_rate, s.throughput_rate
+    );
+    match (&s.knee_label, s.knee_rate, s.saturated) {
+        (Some(label), Some(rate), true) => format!(
+            "knee: {label} ({rate:.2} req/s): past it latency grew faster than throughput twice in a row ({rates}){}",
+            if s.stopped_early { "; the sweep stopped there (--stop-on-saturation)" } else { "" }
+        ),
+        (Some(label), Some(rate), false) => {
+            format!("knee: {label} ({rate:.2} req/s), one step past it showed latency growing faster than throughput ({rates})")
+        }
+        _ => format!("no knee: latency never grew faster than throughput ({rates})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::loadtest::api::Usage;
     use crate::loadtest::client::{Answer, ErrorKind, Exchange, RequestError};
-    use crate::loadtest::options::Arrival;
+    use crate::loadtest::schedule::{Gaps, Shape};
     use crate::loadtest::recorder::{Measured, Recorder};
     use std::time::Instant;
 
@@ -398,24 +452,25 @@ mod tests {
                 sent,
                 done: sent + ttft + Duration::from_millis(20) * (tokens as u32 - 1),
                 result: Ok(Answer {
-                    usage: Usage { prompt_tokens: Some(32), completion_tokens: Some(tokens) },
+                    usage: Usage { prompt_tokens: Some(32), completion_tokens: Some(tokens), cached_tokens: None },
                     streamed_events: Some(tokens),
                     first_token: Some(sent + ttft),
                     token_gaps: vec![Duration::from_millis(20); tokens as usize - 1],
+                    text: None,
                 }),
             };
             if open {
                 rec.record_lag(intended, sent, false);
             }
-            rec.record(Measured { exchange: &ex, intended, warmup: false }, Some(&slo));
+            rec.record(Measured { exchange: &ex, intended, warmup: false, turn: None }, Some(&slo));
         }
         for (i, kind) in [ErrorKind::HttpStatus(503), ErrorKind::Timeout].into_iter().enumerate() {
             let sent = t0 + Duration::from_millis(50 + 100 * i as u64);
             let ex = Exchange { sent, done: sent, result: Err(RequestError { kind, message: "injected".into() }) };
-            rec.record(Measured { exchange: &ex, intended: sent, warmup: false }, Some(&slo));
+            rec.record(Measured { exchange: &ex, intended: sent, warmup: false, turn: None }, Some(&slo));
         }
         let point = if open {
-            Point::Open { rate: 10.0, arrival: Arrival::Constant, max_concurrency: None }
+            Point::Open { shape: Shape::Rate(10.0), gaps: Gaps::Constant, max_concurrency: None }
         } else {
             Point::Closed { concurrency: 4 }
         };
@@ -439,11 +494,14 @@ mod tests {
                 seed: 0,
                 timeout_s: 60.0,
                 slo_ms: slo.as_map(),
+                ..Workload::default()
             },
             environment: EnvironmentStamp::default(),
             slo: Some(slo),
             point,
             interrupted: false,
+            cap_reached: false,
+            sessions: false,
         };
         build_report(ctx, &Outcome { recorder: rec, t0, started_at: std::time::SystemTime::UNIX_EPOCH })
     }

@@ -8,6 +8,7 @@ use rand_distr::{Distribution, Normal};
 use serde_json::Value;
 
 use super::options::InputTokens;
+use super::sessions::{Conversation, Turn};
 use super::LoadTestError;
 
 /// One chat message.
@@ -135,6 +136,72 @@ const WORDS: &[&str] = &[
     "game", "music", "water", "house", "light", "model", "data", "system", "power", "river", "north", "south", "west",
 ];
 
+/// `n` seeded words from [`WORDS`], space-separated.
+pub fn random_words(n: usize, rng: &mut StdRng) -> String {
+    let mut text = String::with_capacity(n * 6);
+    for k in 0..n {
+        if k > 0 {
+            text.push(' ');
+        }
+        text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
+    }
+    text
+}
+
+/// `groups` distinct shared prefixes of about `tokens` tokens each, seeded.
+pub fn shared_prefixes(tokens: u32, groups: u32, seed: u64) -> Vec<String> {
+    (0..groups.max(1))
+        .map(|g| {
+            let mut rng = StdRng::seed_from_u64(seed ^ 0x5a5a_0000_0000 ^ u64::from(g));
+            format!("You are assistant {}. {}", g + 1, random_words(tokens.saturating_sub(4).max(1) as usize, &mut rng))
+        })
+        .collect()
+}
+
+/// Reads a dataset as multi-turn conversations: ShareGPT `conversations` (`from`
+/// human/user, gpt/assistant, system) or OpenAI `messages`. The user turns are kept in order;
+/// the dataset's own answers are not (the model's real answers replace them).
+pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>, LoadTestError> {
+    let bytes = std::fs::read(path).map_err(|e| LoadTestError::Input(format!("cannot read dataset {}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| LoadTestError::Input(format!("dataset {} is not valid UTF-8 (at byte {}): convert it to UTF-8", path.display(), e.utf8_error().valid_up_to())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = |why: String| LoadTestError::Input(format!("dataset {} line {}: {why}", path.display(), i + 1));
+        let value: Value = serde_json::from_str(line).map_err(|e| at(format!("not a JSON object: {e}")))?;
+        let (list, role_key, text_key) = if let Some(c) = value.get("conversations").and_then(Value::as_array) {
+            (c, "from", "value")
+        } else if let Some(m) = value.get("messages").and_then(Value::as_array) {
+            (m, "role", "content")
+        } else {
+            return Err(at("sessions need \"conversations\" (ShareGPT) or \"messages\" with user turns".into()));
+        };
+        let max_tokens = value.get("max_tokens").and_then(Value::as_u64).map(|n| n.clamp(1, u32::MAX as u64) as u32);
+        let mut conv = Conversation { system: None, turns: Vec::new() };
+        for (k, turn) in list.iter().enumerate() {
+            let role = turn.get(role_key).and_then(Value::as_str).ok_or_else(|| at(format!("turn {} has no \"{role_key}\" string", k + 1)))?;
+            let content = turn.get(text_key).and_then(Value::as_str).ok_or_else(|| at(format!("turn {} has no \"{text_key}\" string", k + 1)))?;
+            match role {
+                "system" => conv.system = Some(content.to_string()),
+                "human" | "user" => conv.turns.push(Turn { user: content.to_string(), max_tokens }),
+                _ => {}
+            }
+        }
+        if conv.turns.is_empty() {
+            return Err(at("the conversation has no user turn".into()));
+        }
+        out.push(conv);
+    }
+    if out.is_empty() {
+        return Err(LoadTestError::Input(format!("dataset {} has no conversations", path.display())));
+    }
+    Ok(out)
+}
+
 /// Builds `count` distinct synthetic prompts of about `tokens.mean` tokens (normal, `tokens.stddev`), seeded.
 pub fn synthetic(tokens: InputTokens, count: usize, seed: u64) -> Vec<PromptItem> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -145,14 +212,7 @@ pub fn synthetic(tokens: InputTokens, count: usize, seed: u64) -> Vec<PromptItem
                 Some(d) if tokens.stddev > 0 => d.sample(&mut rng).round().max(1.0) as usize,
                 _ => tokens.mean as usize,
             };
-            let mut text = String::with_capacity(n * 6);
-            for k in 0..n {
-                if k > 0 {
-                    text.push(' ');
-                }
-                text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
-            }
-            PromptItem { prompt: Prompt::Text(text), max_tokens: None }
+            PromptItem { prompt: Prompt::Text(random_words(n, &mut rng)), max_tokens: None }
         })
         .collect()
 }
@@ -200,6 +260,21 @@ mod tests {
         assert!(r.unwrap_err().to_string().contains("has no prompts"));
         let (_f, r) = dataset(b"{\"prompt\": \"x\", \"max_tokens\": 0}\n");
         assert!(r.unwrap_err().to_string().contains("max_tokens"));
+    }
+
+    #[test]
+    fn conversations_keep_the_user_turns_in_order() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(br#"{"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1"}, {"from": "human", "value": "q2"}]}
+{"messages": [{"role": "user", "content": "m1"}]}
+"#).unwrap();
+        let c = load_conversations(f.path()).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].system.as_deref(), Some("s"));
+        assert_eq!(c[0].turns.iter().map(|t| t.user.as_str()).collect::<Vec<_>>(), ["q1", "q2"]);
+        let mut bad = tempfile::NamedTempFile::new().unwrap();
+        bad.write_all(b"{\"conversations\": [{\"from\": \"gpt\", \"value\": \"a\"}]}\n").unwrap();
+        assert!(load_conversations(bad.path()).unwrap_err().to_string().contains("line 1: the conversation has no user turn"));
     }
 
     #[test]

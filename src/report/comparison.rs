@@ -135,7 +135,7 @@ impl Comparison {
             detail: "no schema_version field (is it a comparison.json written by gpubench compare?)".into(),
         })?;
         if version != SCHEMA_VERSION as u64 {
-            return Err(ReportError::Version { path: path.into(), found: version, expected: SCHEMA_VERSION });
+            return Err(ReportError::Version { path: path.into(), found: version, expected: SCHEMA_VERSION.to_string() });
         }
         serde_json::from_value(value).map_err(|e| ReportError::Invalid { path: path.into(), detail: e.to_string() })
     }

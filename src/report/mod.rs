@@ -19,8 +19,14 @@ pub use run::*;
 
 use std::path::{Path, PathBuf};
 
-/// Version of the run report format. Bumped on any change that breaks readers.
+/// Version of the metric series and comparison formats. Bumped on any change that breaks readers.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Version of the run report format written now. Version 2 added the workload's arrival
+/// shapes, traces, sessions, shared prefixes and exact lengths, and the sweep summary.
+pub const RUN_SCHEMA_VERSION: u32 = 2;
+/// Run report versions this gpubench reads (every new field is optional).
+pub const RUN_SCHEMA_VERSIONS_READ: std::ops::RangeInclusive<u64> = 1..=2;
 
 /// Errors reading or writing report files.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +38,7 @@ pub enum ReportError {
     #[error("{path} is not a gpubench run report: {detail}")]
     Invalid { path: PathBuf, detail: String },
     #[error("{path} has schema_version {found}, this gpubench reads version {expected}: re-run the load test with this version")]
-    Version { path: PathBuf, found: u64, expected: u32 },
+    Version { path: PathBuf, found: u64, expected: String },
 }
 
 impl crate::Failure for ReportError {
@@ -58,7 +64,7 @@ impl RunReportFile {
         if runs.len() == 1 {
             RunReportFile::Single(Box::new(runs.remove(0)))
         } else {
-            RunReportFile::Sweep(RunSet { schema_version: SCHEMA_VERSION, runs })
+            RunReportFile::Sweep(RunSet { schema_version: RUN_SCHEMA_VERSION, runs, sweep: None })
         }
     }
 
@@ -72,8 +78,9 @@ impl RunReportFile {
             .get("schema_version")
             .and_then(|v| v.as_u64())
             .ok_or_else(|| ReportError::Invalid { path: path.into(), detail: "no schema_version field".into() })?;
-        if version != SCHEMA_VERSION as u64 {
-            return Err(ReportError::Version { path: path.into(), found: version, expected: SCHEMA_VERSION });
+        if !RUN_SCHEMA_VERSIONS_READ.contains(&version) {
+            let expected = format!("{} to {}", RUN_SCHEMA_VERSIONS_READ.start(), RUN_SCHEMA_VERSIONS_READ.end());
+            return Err(ReportError::Version { path: path.into(), found: version, expected });
         }
         serde_json::from_value(value).map_err(|e| ReportError::Invalid { path: path.into(), detail: e.to_string() })
     }

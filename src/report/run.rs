@@ -21,6 +21,30 @@ pub enum RunReportFile {
 pub struct RunSet {
     pub schema_version: u32,
     pub runs: Vec<RunReport>,
+    /// What `--sweep auto` found: its knee and whether it saw saturation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepSummary>,
+}
+
+/// The result of a sweep whose points gpubench chose (`--sweep auto`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SweepSummary {
+    /// `auto`: a synchronous run, a throughput run, then open-loop rates between the two.
+    pub kind: String,
+    /// Requests per second of the synchronous run (one at a time) and of the throughput run.
+    pub synchronous_rate: f64,
+    pub throughput_rate: f64,
+    /// The open-loop rates chosen, in order.
+    pub rates: Vec<f64>,
+    /// The highest rate before latency grew faster than throughput; absent when it never did.
+    pub knee_rate: Option<f64>,
+    pub knee_label: Option<String>,
+    /// True when two points past the knee showed latency growing faster than throughput.
+    pub saturated: bool,
+    /// True when `--stop-on-saturation` ended the sweep before its last rate.
+    pub stopped_early: bool,
+    /// How the knee is found, in words.
+    pub definition: String,
 }
 
 /// What one load-test point measured.
@@ -51,8 +75,34 @@ pub struct RunReport {
     pub series: Vec<SeriesPoint>,
     /// Things a reader should know (token count mismatches, unknown counts...).
     pub warnings: Vec<String>,
+    /// Multi-turn sessions: how many finished, and TTFT of first against later turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionSummary>,
+    /// Prompt tokens the server reported as served from its prefix cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<PrefixCacheSummary>,
     /// True when the run was stopped by Ctrl-C and the report is partial.
     pub interrupted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SessionSummary {
+    /// Sessions whose every turn was answered.
+    pub finished: u64,
+    /// TTFT of the sessions' first turns, and of their later turns (where a prefix cache shows).
+    pub ttft_first_turn_ms: Option<LatencySummary>,
+    pub ttft_later_turns_ms: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PrefixCacheSummary {
+    /// Answers that reported `usage.prompt_tokens_details.cached_tokens`.
+    pub answers: u64,
+    pub cached_tokens: u64,
+    /// Prompt tokens of those answers.
+    pub prompt_tokens: u64,
+    /// cached_tokens / prompt_tokens.
+    pub hit_share: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -63,7 +113,7 @@ pub struct Target {
     pub model: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Workload {
     /// `closed` (N workers, each sends when its last request ended) or `open` (requests sent on a schedule).
     pub mode: String,
@@ -88,6 +138,79 @@ pub struct Workload {
     pub timeout_s: f64,
     /// SLOs in milliseconds by metric (`ttft`, `tpot`, `e2e`).
     pub slo_ms: BTreeMap<String, f64>,
+    /// Shape of the gamma arrival process (`arrival: gamma`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burstiness: Option<f64>,
+    /// An open loop whose rate grows over the point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampSpec>,
+    /// An open loop in stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<StageSpec>>,
+    /// A replayed trace: its own rate and burstiness, next to what was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceSpec>,
+    /// Multi-turn sessions at once (closed loop), and the pause between turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think_time_s: Option<f64>,
+    /// Every prompt starts with one of `prefix_groups` shared prefixes of this many tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_prefix_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_groups: Option<u32>,
+    /// A seeded spread of max_tokens, `MEAN:STDDEV`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<String>,
+    /// Requests asked for exactly max_tokens (`ignore_eos`, `min_tokens`).
+    #[serde(default)]
+    pub ignore_eos: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Fields merged into every body (`--extra-body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The tokenizer prompts were measured with; absent when lengths are approximate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// `exact` (counted by `tokenizer`) or `approximate` (words); absent for given prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_lengths: Option<String>,
+    /// `auto` when gpubench chose the sweep's points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RampSpec {
+    /// `linear` or `exponential`.
+    pub kind: String,
+    pub start_rate: f64,
+    pub end_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StageSpec {
+    pub duration_s: f64,
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TraceSpec {
+    pub file: String,
+    /// Requests in the trace and the time it spans, in its own clock.
+    pub requests: u64,
+    pub span_s: f64,
+    /// The trace's own mean rate (requests per second) and burstiness (gamma shape 1/CV² of its gaps).
+    pub rate: f64,
+    pub burstiness: Option<f64>,
+    /// Replay speed: offsets were divided by it.
+    pub speed: f64,
+    /// Tokens per block of `hash_ids`.
+    pub block_tokens: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

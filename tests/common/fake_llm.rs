@@ -65,6 +65,8 @@ struct Shared {
     cfg: FakeConfig,
     hits: AtomicU64,
     first: Mutex<Option<Instant>>,
+    /// Every POST body, with when it arrived.
+    received: Mutex<Vec<(Instant, Value)>>,
 }
 
 pub struct FakeServer {
@@ -76,7 +78,7 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub fn start(cfg: FakeConfig) -> Self {
-        let shared = Arc::new(Shared { cfg, hits: AtomicU64::new(0), first: Mutex::new(None) });
+        let shared = Arc::new(Shared { cfg, hits: AtomicU64::new(0), first: Mutex::new(None), received: Mutex::new(Vec::new()) });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let state = shared.clone();
@@ -111,6 +113,11 @@ impl FakeServer {
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::SeqCst)
     }
+
+    /// The POST bodies received so far, in arrival order, with their arrival times.
+    pub fn received(&self) -> Vec<(Instant, Value)> {
+        self.shared.received.lock().unwrap().clone()
+    }
 }
 
 impl Drop for FakeServer {
@@ -124,10 +131,14 @@ impl Drop for FakeServer {
     }
 }
 
-/// Counts the hit and waits as configured (pause window and TTFT); returns the hit number.
-async fn arrive(s: &Shared) -> u64 {
-    let n = s.hits.fetch_add(1, Ordering::SeqCst) + 1;
+/// Counts the hit, records the body and waits as configured (pause window); returns the hit number.
+async fn arrive(s: &Shared, body: &Value) -> u64 {
     let now = Instant::now();
+    let n = {
+        let mut received = s.received.lock().unwrap();
+        received.push((now, body.clone()));
+        s.hits.fetch_add(1, Ordering::SeqCst) + 1
+    };
     let first = *s.first.lock().unwrap().get_or_insert(now);
     if let Some((at, len)) = s.cfg.pause {
         let (start, end) = (first + at, first + at + len);
@@ -166,14 +177,21 @@ async fn whole_answer(s: &Shared) -> Option<()> {
     Some(())
 }
 
+/// The answer text of hit `n`: `tokens` words, the first naming the hit, so that each answer is its own.
+fn answer_text(n: u64, tokens: usize) -> String {
+    let mut text = format!("a{n} ");
+    text.push_str(&"tok ".repeat(tokens.saturating_sub(1)));
+    text
+}
+
 async fn generate(State(s): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
-    let n = arrive(&s).await;
+    let n = arrive(&s, &body).await;
     if let Some(r) = fault_response(&s, n) {
         return r;
     }
     whole_answer(&s).await;
     let tokens = body["max_tokens"].as_u64().unwrap_or(150).min(s.cfg.tokens as u64);
-    let mut answer = json!({"text": "tok ".repeat(tokens as usize), "finish_reason": "length", "model": s.cfg.model});
+    let mut answer = json!({"text": answer_text(n, tokens as usize), "finish_reason": "length", "model": s.cfg.model});
     if s.cfg.usage {
         answer["prompt_tokens"] = json!(4);
         answer["completion_tokens"] = json!(tokens);
@@ -194,7 +212,7 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn openai(State(s): State<Arc<Shared>>, Json(body): Json<Value>, chat: bool) -> Response {
-    let n = arrive(&s).await;
+    let n = arrive(&s, &body).await;
     if let Some(r) = fault_response(&s, n) {
         return r;
     }
@@ -206,9 +224,9 @@ async fn openai(State(s): State<Arc<Shared>>, Json(body): Json<Value>, chat: boo
     if body["stream"].as_bool() != Some(true) {
         whole_answer(&s).await;
         let choice = if chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": "tok ".repeat(tokens as usize)}, "finish_reason": "length"})
+            json!({"index": 0, "message": {"role": "assistant", "content": answer_text(n, tokens as usize)}, "finish_reason": "length"})
         } else {
-            json!({"index": 0, "text": "tok ".repeat(tokens as usize), "finish_reason": "length"})
+            json!({"index": 0, "text": answer_text(n, tokens as usize), "finish_reason": "length"})
         };
         let mut answer = json!({"id": "x", "object": "completion", "choices": [choice]});
         if s.cfg.usage {
@@ -218,7 +236,7 @@ async fn openai(State(s): State<Arc<Shared>>, Json(body): Json<Value>, chat: boo
     }
     let include_usage = s.cfg.usage && body["stream_options"]["include_usage"].as_bool() == Some(true);
     let cfg = s.cfg.clone();
-    let stream = async_stream(cfg, tokens, chat, include_usage.then_some(usage));
+    let stream = async_stream(cfg, n, tokens, chat, include_usage.then_some(usage));
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))
@@ -227,6 +245,7 @@ async fn openai(State(s): State<Arc<Shared>>, Json(body): Json<Value>, chat: boo
 
 fn async_stream(
     cfg: FakeConfig,
+    n: u64,
     tokens: u32,
     chat: bool,
     usage: Option<Value>,
@@ -247,10 +266,11 @@ fn async_stream(
                 tokio::time::sleep(cfg.token_gap).await;
             }
             let finish = if i + 1 == tokens { json!("length") } else { Value::Null };
+            let piece = if i == 0 { format!("a{n} ") } else { "tok ".to_string() };
             let choice = if chat {
-                json!({"index": 0, "delta": {"content": "tok "}, "finish_reason": finish})
+                json!({"index": 0, "delta": {"content": piece}, "finish_reason": finish})
             } else {
-                json!({"index": 0, "text": "tok ", "finish_reason": finish})
+                json!({"index": 0, "text": piece, "finish_reason": finish})
             };
             let chunk = json!({"choices": [choice]});
             if tx.send(Ok(format!("data: {chunk}\n\n").into())).await.is_err() {

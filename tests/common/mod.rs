@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fake_llm;
+pub mod llama_server;
+pub mod origin_only;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,450 @@
+//! From flags to a validated plan: the points to run, every request body, the limits and
+//! what the report will say about the workload.
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use super::api::{build_body, ApiKind, BodyOptions};
+use super::client::Target;
+use super::discovery::{check_reachable, describe_server, first_model, is_tgi, resolve_api};
+use super::driver::{Limits, Point};
+use super::options::{Arrival, InputTokens, LoadTestArgs, RampKind, Slo, Warmup};
+use super::requests_csv::RequestLog;
+use super::schedule::{Gaps, RampSpan, Shape};
+use super::sessions::SessionSet;
+use super::trace;
+use super::workload::{self, Message, Prompt, PromptItem};
+use super::{LoadTestError, DEFAULT_REQUESTS};
+use crate::report::{self, EnvironmentStamp, RampSpec, StageSpec};
+
+/// In-flight requests of a throughput run (`--rate inf`) without `--max-concurrency`.
+pub const DEFAULT_THROUGHPUT_CONCURRENCY: u32 = 512;
+
+/// The points of a run: given by the flags, or chosen as the sweep goes (`--sweep auto`).
+#[derive(Debug, Clone)]
+pub enum Points {
+    Fixed(Vec<Point>),
+    Auto { rates: u32, stop_on_saturation: bool, gaps: Gaps, max_concurrency: Option<u32> },
+}
+
+/// A validated load test, ready to run: request bodies built, server checked.
+pub struct Plan {
+    pub(super) target: Arc<Target>,
+    pub(super) target_desc: report::Target,
+    pub(super) points: Points,
+    pub(super) limits: Limits,
+    pub(super) workload: report::Workload,
+    pub(super) label: Option<String>,
+    pub(super) slo: Option<Slo>,
+    pub(super) environment: EnvironmentStamp,
+    pub(super) csv: Option<std::path::PathBuf>,
+    pub(super) sessions: Option<Arc<SessionSet>>,
+}
+
+impl Plan {
+    /// The points known before the run (the first two of an automatic sweep).
+    pub fn points(&self) -> Vec<Point> {
+        match &self.points {
+            Points::Fixed(p) => p.clone(),
+            Points::Auto { max_concurrency, .. } => vec![
+                Point::Closed { concurrency: 1 },
+                Point::Throughput { concurrency: max_concurrency.unwrap_or(DEFAULT_THROUGHPUT_CONCURRENCY) },
+            ],
+        }
+    }
+
+    pub(super) fn open_log(&self) -> Result<Option<Arc<RequestLog>>, LoadTestError> {
+        match &self.csv {
+            Some(path) => Ok(Some(Arc::new(RequestLog::create(path)?))),
+            None => Ok(None),
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> LoadTestError {
+    LoadTestError::Usage(msg.into())
+}
+
+fn parse_urls(raw: &[String]) -> Result<Vec<reqwest::Url>, LoadTestError> {
+    let mut urls = Vec::new();
+    for raw in raw {
+        let url = reqwest::Url::parse(raw)
+            .map_err(|e| usage(format!("--url '{raw}' is not a URL ({e}): use e.g. http://127.0.0.1:8000/generate")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(usage(format!("--url '{raw}' must be an http:// or https:// URL with a host")));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+fn check_flags(args: &LoadTestArgs, api: ApiKind) -> Result<(), LoadTestError> {
+    if args.stream && !api.streams() {
+        return Err(usage(
+            "--stream needs an API that streams: this one answers in one piece (use a /v1/completions, /v1/chat/completions, /api/generate, /api/chat or /generate_stream URL)",
+        ));
+    }
+    let positive = [
+        (args.max_tokens == 0, "--max-tokens must be at least 1"),
+        (args.requests == Some(0), "--requests must be at least 1"),
+        (args.duration.is_some_and(|d| d.is_zero()), "--duration must be longer than 0"),
+        (args.timeout.is_zero(), "--timeout must be longer than 0"),
+        (args.max_concurrency == Some(0), "--max-concurrency must be at least 1"),
+        (args.sessions == Some(0), "--sessions must be at least 1"),
+        (args.sweep.is_some() && args.sweep_points == 0, "--sweep-points must be at least 1"),
+        (args.shared_prefix_tokens == Some(0), "--shared-prefix-tokens must be at least 1"),
+        (args.prefix_groups == 0, "--prefix-groups must be at least 1"),
+        (args.concurrency.contains(&0), "--concurrency must be at least 1"),
+    ];
+    if let Some((_, msg)) = positive.iter().find(|(bad, _)| *bad) {
+        return Err(usage(*msg));
+    }
+    if args.burstiness.is_some() && args.arrival != Arrival::Gamma {
+        return Err(usage("--burstiness is the shape of --arrival gamma: add --arrival gamma"));
+    }
+    if !(args.trace_speed.is_finite() && args.trace_speed > 0.0) {
+        return Err(usage(format!("--trace-speed {} must be a positive number (2 replays twice as fast)", args.trace_speed)));
+    }
+    for (flag, v) in [("--ramp-up-start-rate", args.ramp_up_start_rate), ("--ramp-up-end-rate", args.ramp_up_end_rate)] {
+        if v.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(usage(format!("{flag} must be a positive number of requests per second")));
+        }
+    }
+    for (flag, v, max) in [("--temperature", args.temperature, 2.0), ("--top-p", args.top_p, 1.0)] {
+        if v.is_some_and(|t| !(t.is_finite() && (0.0..=max).contains(&t))) {
+            return Err(usage(format!("{flag} must be between 0 and {max}")));
+        }
+    }
+    if args.sessions.is_some() && args.concurrency.len() > 1 {
+        return Err(usage("--sessions sets how many sessions run at once: drop --concurrency"));
+    }
+    Ok(())
+}
+
+/// Validates the flags, loads prompts, builds every request body and checks that each
+/// server accepts connections.
+pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
+    let urls = parse_urls(&args.urls)?;
+    let mut api = resolve_api(args.api, &urls)?;
+    check_flags(args, api)?;
+    if api == ApiKind::TgiGenerate && args.stream {
+        return Err(usage("TGI streams from /generate_stream: use that URL for --stream"));
+    }
+    // TGI's /generate_stream always streams.
+    let stream = args.stream || api == ApiKind::TgiStream;
+    let gaps = match args.arrival {
+        Arrival::Constant => Gaps::Constant,
+        Arrival::Poisson => Gaps::Poisson,
+        Arrival::Gamma => Gaps::Gamma(args.burstiness.unwrap_or(1.0)),
+    };
+    // Read the inputs before touching the network: a bad file is a usage error either way.
+    let trace = match &args.trace {
+        Some(path) => Some(trace::load(path, args.trace_speed, args.trace_block_tokens, args.seed)?),
+        None => None,
+    };
+    let conversations = match (&args.dataset, args.sessions) {
+        (Some(path), Some(_)) => Some(workload::load_conversations(path)?),
+        _ => None,
+    };
+    for url in &urls {
+        check_reachable(url).await?;
+    }
+    if api == ApiKind::Generate && args.api == super::options::ApiChoice::Auto && is_tgi(&urls[0]).await {
+        api = ApiKind::TgiGenerate;
+    }
+    let mut environment = EnvironmentStamp::collect();
+    let server = describe_server(&urls[0]).await;
+    let model = match (&args.model, api.needs_model()) {
+        (Some(m), _) => Some(m.clone()),
+        (None, true) => Some(first_model(&urls[0], server.as_ref())?),
+        (None, false) => None,
+    };
+    environment.server = server;
+
+    let self_ending = trace.is_some() || args.stages.is_some();
+    let requests = match (args.requests, args.duration) {
+        (None, None) if self_ending => None,
+        (None, None) => Some(DEFAULT_REQUESTS),
+        (r, _) => r,
+    };
+    let body_opts = BodyOptions {
+        max_tokens: args.max_tokens,
+        stream,
+        ignore_eos: args.ignore_eos,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        extra: args.extra_body.clone().unwrap_or_default(),
+    };
+    let (mut items, prompt_source) = match &trace {
+        Some(t) => (t.items.clone(), format!("trace:{}", t.spec.file)),
+        None => prompts(args, requests)?,
+    };
+    if let Some(p) = args.shared_prefix_tokens {
+        items = with_shared_prefixes(items, p, args.prefix_groups, args.seed);
+    }
+    if let Some(spread) = args.output_tokens {
+        items = with_output_lengths(items, spread, requests, args.seed);
+    }
+    let bodies: Vec<_> = items.iter().map(|item| build_body(api, model.as_deref(), item, &body_opts)).collect();
+    let sessions = conversations.map(|conversations| {
+        Arc::new(SessionSet {
+            conversations,
+            think_time: args.think_time.unwrap_or_default(),
+            api,
+            model: model.clone(),
+            body: body_opts.clone(),
+        })
+    });
+
+    let points = points(args, gaps, trace.as_ref().map(|t| t.offsets.clone()), requests)?;
+    let max_in_flight = match &points {
+        Points::Fixed(p) => p.iter().map(in_flight).max().unwrap_or(1),
+        Points::Auto { max_concurrency, .. } => max_concurrency.unwrap_or(DEFAULT_THROUGHPUT_CONCURRENCY) as usize,
+    };
+    let capture_text = sessions.is_some();
+    let target = Target::new(urls.clone(), api, stream, &args.headers, bodies, args.timeout, max_in_flight, capture_text).await?;
+    let limits = Limits {
+        requests,
+        duration: args.duration,
+        warmup: args.warmup,
+        seed: args.seed,
+        slo: args.slo.clone(),
+        drain: args.timeout,
+    };
+    let mut workload = workload_report(args, requests, prompt_source, items.len(), trace.as_ref().map(|t| t.spec.clone()));
+    workload.stream = stream;
+    Ok(Plan {
+        target,
+        target_desc: report::Target { urls: args.urls.clone(), api: api.name().into(), model },
+        points,
+        limits,
+        workload,
+        label: args.label.clone(),
+        slo: args.slo.clone(),
+        environment,
+        csv: args.csv.clone(),
+        sessions,
+    })
+}
+
+fn in_flight(p: &Point) -> usize {
+    match p {
+        Point::Closed { concurrency } | Point::Throughput { concurrency } => *concurrency as usize,
+        Point::Open { max_concurrency: Some(m), .. } => *m as usize,
+        Point::Open { .. } => 1024,
+    }
+}
+
+fn points(args: &LoadTestArgs, gaps: Gaps, trace: Option<Arc<[std::time::Duration]>>, requests: Option<u64>) -> Result<Points, LoadTestError> {
+    let max_concurrency = args.max_concurrency;
+    if args.sweep.is_some() {
+        return Ok(Points::Auto { rates: args.sweep_points, stop_on_saturation: args.stop_on_saturation, gaps, max_concurrency });
+    }
+    let open = |shape| Point::Open { shape, gaps, max_concurrency };
+    if let Some(offsets) = trace {
+        return Ok(Points::Fixed(vec![open(Shape::Trace(offsets))]));
+    }
+    if let Some(stages) = &args.stages {
+        return Ok(Points::Fixed(vec![open(Shape::Stages(stages.clone()))]));
+    }
+    if let (Some(kind), Some(start), Some(end)) = (args.ramp_up, args.ramp_up_start_rate, args.ramp_up_end_rate) {
+        let warm = match args.warmup {
+            Some(Warmup::Requests(n)) => n,
+            _ => 0,
+        };
+        let span = match (args.duration, requests) {
+            (Some(d), _) => RampSpan::Time(d),
+            (None, Some(n)) => RampSpan::Requests(n + warm),
+            (None, None) => return Err(usage("--ramp-up needs --duration or --requests to ramp over")),
+        };
+        return Ok(Points::Fixed(vec![open(Shape::Ramp { kind, start, end, span })]));
+    }
+    if !args.rate.is_empty() {
+        let points = args
+            .rate
+            .iter()
+            .map(|&rate| {
+                if rate.is_infinite() {
+                    Point::Throughput { concurrency: max_concurrency.unwrap_or(DEFAULT_THROUGHPUT_CONCURRENCY) }
+                } else {
+                    open(Shape::Rate(rate))
+                }
+            })
+            .collect();
+        return Ok(Points::Fixed(points));
+    }
+    if let Some(n) = args.sessions {
+        return Ok(Points::Fixed(vec![Point::Closed { concurrency: n }]));
+    }
+    let levels = if args.concurrency.is_empty() { vec![1] } else { args.concurrency.clone() };
+    Ok(Points::Fixed(levels.into_iter().map(|c| Point::Closed { concurrency: c }).collect()))
+}
+
+fn prompts(args: &LoadTestArgs, requests: Option<u64>) -> Result<(Vec<PromptItem>, String), LoadTestError> {
+    if let Some(path) = &args.dataset {
+        return Ok((workload::load_dataset(path)?, format!("dataset:{}", path.display())));
+    }
+    if let Some(tokens) = args.input_tokens {
+        let count = requests.unwrap_or(1000).clamp(1, 1000) as usize;
+        return Ok((
+            workload::synthetic(tokens, count, args.seed),
+            format!("synthetic:{}:{}", tokens.mean, tokens.stddev),
+        ));
+    }
+    let text = args.prompt.clone().unwrap_or_else(|| workload::DEFAULT_PROMPT.to_string());
+    if text.trim().is_empty() {
+        return Err(usage("--prompt is empty"));
+    }
+    Ok((vec![PromptItem { prompt: Prompt::Text(text), max_tokens: None }], "prompt".into()))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Request i starts with shared prefix i mod `groups` (a system message on chat APIs, the
+/// start of the text otherwise), followed by its own prompt. Enough bodies are built that
+/// every prompt meets every prefix.
+fn with_shared_prefixes(items: Vec<PromptItem>, tokens: u32, groups: u32, seed: u64) -> Vec<PromptItem> {
+    let prefixes = workload::shared_prefixes(tokens, groups, seed);
+    let g = prefixes.len();
+    let n = items.len() / gcd(items.len(), g) * g;
+    (0..n)
+        .map(|i| {
+            let item = &items[i % items.len()];
+            let prefix = &prefixes[i % g];
+            let prompt = match &item.prompt {
+                Prompt::Text(t) => Prompt::Chat(vec![
+                    Message { role: "system".into(), content: prefix.clone() },
+                    Message { role: "user".into(), content: t.clone() },
+                ]),
+                Prompt::Chat(msgs) => {
+                    let mut with = vec![Message { role: "system".into(), content: prefix.clone() }];
+                    with.extend(msgs.iter().cloned());
+                    Prompt::Chat(with)
+                }
+            };
+            PromptItem { prompt, max_tokens: item.max_tokens }
+        })
+        .collect()
+}
+
+/// Gives each request its own seeded max_tokens (normal, at least 1).
+fn with_output_lengths(items: Vec<PromptItem>, spread: InputTokens, requests: Option<u64>, seed: u64) -> Vec<PromptItem> {
+    let n = items.len().max(requests.unwrap_or(1000).clamp(1, 1000) as usize);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x51_7cc1_b727_220a);
+    let normal = Normal::new(spread.mean as f64, spread.stddev as f64).ok();
+    (0..n)
+        .map(|i| {
+            let mut item = items[i % items.len()].clone();
+            let len = match &normal {
+                Some(d) if spread.stddev > 0 => d.sample(&mut rng).round().clamp(1.0, u32::MAX as f64) as u32,
+                _ => spread.mean,
+            };
+            item.max_tokens = Some(len);
+            item
+        })
+        .collect()
+}
+
+fn workload_report(
+    args: &LoadTestArgs,
+    requests: Option<u64>,
+    prompt_source: String,
+    distinct: usize,
+    trace: Option<report::TraceSpec>,
+) -> report::Workload {
+    let synthetic = args.input_tokens.is_some() || args.shared_prefix_tokens.is_some() || trace.is_some();
+    report::Workload {
+        requests,
+        duration_s: args.duration.map(|d| d.as_secs_f64()),
+        warmup_requests: match args.warmup {
+            Some(Warmup::Requests(n)) => Some(n),
+            _ => None,
+        },
+        warmup_s: match args.warmup {
+            Some(Warmup::Time(d)) => Some(d.as_secs_f64()),
+            _ => None,
+        },
+        max_tokens: args.max_tokens,
+        stream: args.stream,
+        prompt_source,
+        distinct_prompts: distinct as u64,
+        seed: args.seed,
+        timeout_s: args.timeout.as_secs_f64(),
+        slo_ms: args.slo.as_ref().map(Slo::as_map).unwrap_or_default(),
+        burstiness: (args.arrival == Arrival::Gamma).then(|| args.burstiness.unwrap_or(1.0)),
+        ramp: match (args.ramp_up, args.ramp_up_start_rate, args.ramp_up_end_rate) {
+            (Some(kind), Some(start_rate), Some(end_rate)) => Some(RampSpec {
+                kind: match kind {
+                    RampKind::Linear => "linear".into(),
+                    RampKind::Exponential => "exponential".into(),
+                },
+                start_rate,
+                end_rate,
+            }),
+            _ => None,
+        },
+        stages: args
+            .stages
+            .as_ref()
+            .map(|s| s.iter().map(|s| StageSpec { duration_s: s.duration.as_secs_f64(), rate: s.rate }).collect()),
+        trace,
+        sessions: args.sessions,
+        think_time_s: args.think_time.map(|d| d.as_secs_f64()),
+        shared_prefix_tokens: args.shared_prefix_tokens,
+        prefix_groups: args.shared_prefix_tokens.map(|_| args.prefix_groups),
+        output_tokens: args.output_tokens.map(|o| format!("{}:{}", o.mean, o.stddev)),
+        ignore_eos: args.ignore_eos,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        extra_body: args.extra_body.clone(),
+        tokenizer: None,
+        prompt_lengths: synthetic.then(|| "approximate".to_string()),
+        sweep: args.sweep.map(|_| "auto".to_string()),
+        ..report::Workload::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(t: &str) -> PromptItem {
+        PromptItem { prompt: Prompt::Text(t.into()), max_tokens: None }
+    }
+
+    #[test]
+    fn shared_prefixes_are_identical_within_a_group_and_meet_every_prompt() {
+        let items = with_shared_prefixes(vec![text("a"), text("b"), text("c")], 20, 2, 1);
+        assert_eq!(items.len(), 6);
+        let sys = |i: usize| items[i].prompt.as_messages()[0].content.clone();
+        assert_eq!(sys(0), sys(2));
+        assert_eq!(sys(0), sys(4));
+        assert_eq!(sys(1), sys(3));
+        assert_ne!(sys(0), sys(1));
+        let users: std::collections::BTreeSet<_> = items.iter().map(|i| i.prompt.as_messages()[1].content.clone()).collect();
+        assert_eq!(users.len(), 3);
+    }
+
+    #[test]
+    fn output_lengths_are_seeded_and_spread() {
+        let a = with_output_lengths(vec![text("a")], InputTokens { mean: 100, stddev: 20 }, Some(50), 3);
+        let b = with_output_lengths(vec![text("a")], InputTokens { mean: 100, stddev: 20 }, Some(50), 3);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 50);
+        let lens: Vec<u32> = a.iter().map(|i| i.max_tokens.unwrap()).collect();
+        let mean = lens.iter().sum::<u32>() as f64 / 50.0;
+        assert!((85.0..115.0).contains(&mean), "{mean}");
+        assert!(lens.iter().any(|&l| l != lens[0]));
+        let fixed = with_output_lengths(vec![text("a")], InputTokens { mean: 7, stddev: 0 }, Some(3), 0);
+        assert!(fixed.iter().all(|i| i.max_tokens == Some(7)));
+    }
+}

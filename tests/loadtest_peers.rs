@@ -1,0 +1,83 @@
+//! `gpubench load-test` against servers nobody here wrote: a raw-TCP server that routes only
+//! origin-form request lines, and llama.cpp's `llama-server` (skipped where it is not built).
+
+mod common;
+
+use std::time::Duration;
+
+use assert_cmd::Command;
+use common::llama_server::LlamaServer;
+use common::origin_only::OriginOnlyServer;
+use serde_json::Value;
+
+fn load_test(args: &[&str]) -> (i32, String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let output = Command::cargo_bin("gpubench")
+        .unwrap()
+        .arg("load-test")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .timeout(Duration::from_secs(240))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = std::fs::read_to_string(&out)
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(Value::Null);
+    if !report.is_null() {
+        common::assert_valid_report(&report);
+    }
+    (output.status.code().unwrap_or(-1), stderr, report)
+}
+
+#[test]
+fn request_lines_are_origin_form() {
+    let server = OriginOnlyServer::start();
+    let (code, stderr, r) = load_test(&["--url", &server.url("/v1/completions"), "-c", "2", "-n", "6", "--max-tokens", "4"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r["counts"]["ok"], 6, "{r:#}");
+    assert_eq!(r["target"]["model"], "origin-model", "the /v1/models probe reached the server");
+    let lines = server.lines.lock().unwrap().clone();
+    assert!(lines.iter().any(|l| l == "GET /v1/models HTTP/1.1"), "{lines:?}");
+    let posts: Vec<_> = lines.iter().filter(|l| l.starts_with("POST")).collect();
+    assert_eq!(posts.len(), 6, "{lines:?}");
+    assert!(posts.iter().all(|l| *l == "POST /v1/completions HTTP/1.1"), "{lines:?}");
+}
+
+#[test]
+fn streamed_chat_and_completions_against_llama_server() {
+    let Some(server) = LlamaServer::start(&[]) else { return };
+    for path in ["/v1/chat/completions", "/v1/completions"] {
+        let (code, stderr, r) =
+            load_test(&["--url", &server.url(path), "--stream", "-c", "2", "-n", "4", "--max-tokens", "8", "--temperature", "0"]);
+        assert_eq!(code, 0, "{path}: {stderr}");
+        assert_eq!(r["counts"]["ok"], 4, "{path}: {r:#}");
+        assert_eq!(r["counts"]["errors"]["http_status"], 0, "{path}");
+        assert!(r["latency_ms"]["ttft"]["p50"].as_f64().unwrap() > 0.0, "{path}");
+        assert!(r["throughput"]["total_output_tokens"].as_u64().unwrap() > 0, "{path}");
+    }
+}
+
+#[test]
+fn ignore_eos_gives_exact_lengths_on_llama_server() {
+    let Some(server) = LlamaServer::start(&[]) else { return };
+    let (code, stderr, r) = load_test(&[
+        "--url",
+        &server.url("/v1/chat/completions"),
+        "--stream",
+        "-c",
+        "2",
+        "-n",
+        "4",
+        "--max-tokens",
+        "24",
+        "--ignore-eos",
+        "--prompt",
+        "Say yes.",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(r["counts"]["ok"], 4, "{r:#}");
+    assert_eq!(r["throughput"]["total_output_tokens"], 96, "4 answers of exactly 24 tokens: {r:#}");
+}
