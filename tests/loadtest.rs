@@ -44,7 +44,7 @@ fn closed_loop_against_the_generate_api() {
     let run = load_test(&["--url", &server.url("/generate"), "--concurrency", "4", "--requests", "40", "--max-tokens", "10"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let r = run.report.unwrap();
-    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["schema_version"], 2);
     assert_eq!(r["label"], "c4");
     assert_eq!(r["target"]["api"], "generate");
     assert_eq!(r["workload"]["mode"], "closed");

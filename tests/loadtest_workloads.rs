@@ -189,7 +189,7 @@ fn a_sessions_later_turn_carries_the_real_answers() {
     let csv = dir.path().join("requests.csv");
     let run = load_test(&[
         "--url", &server.url("/v1/chat/completions"), "--stream", "--dataset", data.path().to_str().unwrap(),
-        "--sessions", "2", "--think-time", "20ms", "-n", "5", "--max-tokens", "3", "--csv", csv.to_str().unwrap(),
+        "--sessions", "2", "--think-time", "20ms", "-n", "2", "--max-tokens", "3", "--csv", csv.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.report["counts"]["ok"], 5);
@@ -282,7 +282,7 @@ fn bad_workload_input_names_the_file_line_and_field() {
     let run = load_test(&["--url", &url, "--trace", backwards.path().to_str().unwrap()]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("line 2: timestamp 3 is before line 1's 10"), "{}", run.stderr);
-    let run = load_test(&["--url", &url, "--rate", "2", "--arrival", "gamma", "--burstiness", "-1"]);
+    let run = load_test(&["--url", &url, "--rate", "2", "--arrival", "gamma", "--burstiness=-1"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("burstiness '-1' must be a positive number"), "{}", run.stderr);
     let run = load_test(&["--url", &url, "--rate", "2", "--burstiness", "0.5"]);

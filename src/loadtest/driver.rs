@@ -300,16 +300,6 @@ fn spawn_drain_watchdog(shared: &Arc<Shared>) -> CancellationToken {
     done
 }
 
-/// Total requests (or sessions) an open-loop schedule may start: its request limit, or none.
-fn schedule_limit(shared: &Shared) -> Option<u64> {
-    if shared.sessions.is_some() {
-        // Sessions stop themselves at the request limit; the schedule only starts them.
-        None
-    } else {
-        shared.limits.total_requests()
-    }
-}
-
 async fn open_loop(shared: Arc<Shared>, shape: Shape, gaps: Gaps, max_concurrency: Option<u32>) -> Recorder {
     const SHARDS: usize = 16;
     let shards: Arc<Vec<Mutex<Recorder>>> = Arc::new((0..SHARDS).map(|_| Mutex::new(Recorder::new(shared.t0))).collect());
@@ -325,14 +315,12 @@ async fn open_loop(shared: Arc<Shared>, shape: Shape, gaps: Gaps, max_concurrenc
         let in_flight = in_flight.clone();
         let idle = idle.clone();
         std::thread::Builder::new().name("gpubench-schedule".into()).spawn(move || {
-            let total = schedule_limit(&shared);
+            // With sessions, the schedule starts sessions and the limit counts them.
+            let total = shared.limits.total_requests();
             let first_measured = shared.limits.warmup_requests();
             let mut measure_from = shared.limits.measure_start_offset();
             for (index, offset) in Schedule::new(shape, gaps, shared.limits.seed).enumerate() {
                 let index = index as u64;
-                if shared.sessions.is_some() && shared.limits.total_requests().is_some_and(|t| shared.requests.load(Ordering::Relaxed) >= t) {
-                    break;
-                }
                 if index == first_measured && measure_from.is_none() {
                     measure_from = Some(offset);
                 }

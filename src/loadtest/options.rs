@@ -53,6 +53,10 @@ pub enum SweepKind {
     Auto,
 }
 
+/// The stages of `--stages`, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stages(pub Vec<Stage>);
+
 /// One stage of `--stages`: a rate held for a time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stage {
@@ -97,7 +101,7 @@ pub struct LoadTestArgs {
     pub ramp_up_end_rate: Option<f64>,
     /// Open loop in stages of DURATION@RATE, e.g. 30s@2,60s@8,30s@2; the point ends with the last stage.
     #[arg(long, value_name = "D@R[,D@R...]", value_parser = parse_stages, conflicts_with_all = ["rate", "concurrency", "trace"])]
-    pub stages: Option<Vec<Stage>>,
+    pub stages: Option<Stages>,
     /// A sweep whose points gpubench picks (see --sweep-points).
     #[arg(long, value_enum, conflicts_with_all = ["rate", "concurrency", "stages", "ramp_up", "trace"])]
     pub sweep: Option<SweepKind>,
@@ -143,7 +147,8 @@ pub struct LoadTestArgs {
     pub trace_block_tokens: u32,
     /// Multi-turn sessions from --dataset (ShareGPT "conversations" or "messages" with several
     /// user turns): N sessions at once (closed loop), or --rate session starts per second.
-    /// Turn k carries the whole history, the model's real answers included.
+    /// Turn k carries the whole history, the model's real answers included. --requests and a
+    /// counted --warmup then count sessions.
     #[arg(long, value_name = "N", requires = "dataset")]
     pub sessions: Option<u32>,
     /// Pause between a turn's answer and the session's next turn.
@@ -284,7 +289,7 @@ pub fn parse_burstiness(text: &str) -> Result<f64, String> {
 }
 
 /// `30s@2,60s@8`: stages of a time at a rate.
-pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
+pub fn parse_stages(text: &str) -> Result<Stages, String> {
     let mut stages = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (d, r) = part.split_once('@').ok_or_else(|| format!("stage '{part}' is not DURATION@RATE, e.g. 30s@2"))?;
@@ -300,7 +305,7 @@ pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
     if stages.is_empty() {
         return Err("--stages needs at least one DURATION@RATE, e.g. 30s@2,60s@8".into());
     }
-    Ok(stages)
+    Ok(Stages(stages))
 }
 
 pub fn parse_extra_body(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
@@ -386,7 +391,7 @@ mod tests {
         assert!(parse_burstiness("-0.5").unwrap_err().contains("positive"));
         assert_eq!(parse_burstiness("0.5").unwrap(), 0.5);
         let s = parse_stages("30s@2, 1m@8").unwrap();
-        assert_eq!(s, vec![Stage { duration: Duration::from_secs(30), rate: 2.0 }, Stage { duration: Duration::from_secs(60), rate: 8.0 }]);
+        assert_eq!(s.0, vec![Stage { duration: Duration::from_secs(30), rate: 2.0 }, Stage { duration: Duration::from_secs(60), rate: 8.0 }]);
         assert!(parse_stages("30s").unwrap_err().contains("DURATION@RATE"));
         assert!(parse_stages("30s@x").unwrap_err().contains("rate 'x'"));
         assert!(parse_stages("0s@1").is_err());

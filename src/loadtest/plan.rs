@@ -84,7 +84,7 @@ fn parse_urls(raw: &[String]) -> Result<Vec<reqwest::Url>, LoadTestError> {
 fn check_flags(args: &LoadTestArgs, api: ApiKind) -> Result<(), LoadTestError> {
     if args.stream && !api.streams() {
         return Err(usage(
-            "--stream needs an API that streams: this one answers in one piece (use a /v1/completions, /v1/chat/completions, /api/generate, /api/chat or /generate_stream URL)",
+            "--stream needs an OpenAI API, or another that streams: this one answers in one piece (use a /v1/completions, /v1/chat/completions, /api/generate, /api/chat or /generate_stream URL)",
         ));
     }
     let positive = [
@@ -248,7 +248,7 @@ fn points(args: &LoadTestArgs, gaps: Gaps, trace: Option<Arc<[std::time::Duratio
         return Ok(Points::Fixed(vec![open(Shape::Trace(offsets))]));
     }
     if let Some(stages) = &args.stages {
-        return Ok(Points::Fixed(vec![open(Shape::Stages(stages.clone()))]));
+        return Ok(Points::Fixed(vec![open(Shape::Stages(stages.0.clone()))]));
     }
     if let (Some(kind), Some(start), Some(end)) = (args.ramp_up, args.ramp_up_start_rate, args.ramp_up_end_rate) {
         let warm = match args.warmup {
@@ -395,7 +395,8 @@ fn workload_report(
         stages: args
             .stages
             .as_ref()
-            .map(|s| s.iter().map(|s| StageSpec { duration_s: s.duration.as_secs_f64(), rate: s.rate }).collect()),
+            
+            .map(|s| s.0.iter().map(|s| StageSpec { duration_s: s.duration.as_secs_f64(), rate: s.rate }).collect()),
         trace,
         sessions: args.sessions,
         think_time_s: args.think_time.map(|d| d.as_secs_f64()),

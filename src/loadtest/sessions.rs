@@ -42,30 +42,27 @@ impl SessionSet {
     }
 }
 
-/// Runs session `session` (its conversation chosen round-robin) to its end. `first_due` is
-/// the scheduled start of an open-loop session: its first turn's latency counts from there.
-/// Returns false once no more requests may be sent (limit, deadline or cancel).
+/// Runs session `session` (its conversation chosen round-robin) to its end. With sessions,
+/// `--requests` and a counted `--warmup` count sessions, so every session runs whole.
+/// `first_due` is the scheduled start of an open-loop session: its first turn's latency
+/// counts from there. Returns false once no more sessions may start (limit, deadline or cancel).
 pub(super) async fn run(shared: &Shared, session: u64, first_due: Option<Instant>, rec: &Mutex<Recorder>) -> bool {
     let Some(set) = shared.sessions.as_ref() else { return false };
-    if set.conversations.is_empty() {
+    if set.conversations.is_empty() || shared.limits.total_requests().is_some_and(|t| session >= t) {
         return false;
     }
+    let warmup_sessions = shared.limits.warmup_requests();
     let conv = &set.conversations[(session % set.conversations.len() as u64) as usize];
     let mut history: Vec<Message> = Vec::new();
     if let Some(s) = &conv.system {
         history.push(Message { role: "system".into(), content: s.clone() });
     }
-    let total = shared.limits.total_requests();
-    let first_measured = shared.limits.warmup_requests();
     let mut completed = true;
     for (k, turn) in conv.turns.iter().enumerate() {
         if shared.cancel.is_cancelled() || shared.deadline().is_some_and(|d| Instant::now() >= d) {
             return false;
         }
         let index = shared.requests.fetch_add(1, Ordering::Relaxed);
-        if total.is_some_and(|t| index >= t) {
-            return false;
-        }
         history.push(Message { role: "user".into(), content: turn.user.clone() });
         let body = set.body(&history, turn.max_tokens);
         let start = Instant::now();
@@ -73,10 +70,10 @@ pub(super) async fn run(shared: &Shared, session: u64, first_due: Option<Instant
             (0, Some(due)) => due.min(start),
             _ => start,
         };
-        if index == first_measured {
+        if session == warmup_sessions && k == 0 {
             let _ = shared.measure_start.set(start);
         }
-        let warmup = shared.limits.is_warmup(index, start.saturating_duration_since(shared.t0));
+        let warmup = session < warmup_sessions || shared.limits.is_warmup(0, start.saturating_duration_since(shared.t0));
         let ex = shared.send_with(index, Some(body)).await;
         let turn_no = k as u32 + 1;
         shared.log(index, intended, warmup, ex.as_ref(), Some((session, turn_no)));
