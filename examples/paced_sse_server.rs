@@ -356,3 +356,71 @@ fn main() {
         axum::serve(listener, router(shared)).await.expect("serve");
     });
 }
+
+#[cfg(test)]
+mod tests {
+    //! `cargo test --example paced_sse_server`
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn streams_paced_tokens_and_reports_its_gaps() {
+        let cfg = Config { gap: Duration::from_millis(5), ttft: Duration::ZERO, tokens: 6 };
+        let shared = Arc::new(Shared {
+            cfg,
+            stats: Mutex::new(Stats::new()),
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            tokens_sent: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            max_active: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(shared)).await.unwrap() });
+
+        let models = request(addr, "GET", "/v1/models", "").await;
+        assert!(models.contains(r#""id":"paced""#), "{models}");
+
+        let t0 = Instant::now();
+        let body = r#"{"model":"paced","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"a b c"}]}"#;
+        let sse = request(addr, "POST", "/v1/chat/completions", body).await;
+        assert!(t0.elapsed() >= Duration::from_millis(25), "5 gaps of 5 ms");
+        let data: Vec<&str> = sse.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+        assert_eq!(data.last(), Some(&"[DONE]"));
+        let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+        let content = chunks.iter().filter(|c| c.pointer("/choices/0/delta/content").is_some()).count();
+        assert_eq!(content, 6);
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["usage"]["completion_tokens"], 6);
+        assert_eq!(usage["usage"]["prompt_tokens"], 3);
+
+        let done = request(addr, "POST", "/v1/completions", r#"{"prompt":"x","stream":true}"#).await;
+        assert!(done.contains(r#""text":" tok""#) && done.contains("[DONE]") && !done.contains("usage"));
+
+        let stats = request(addr, "GET", "/stats", "").await;
+        let stats: Value = serde_json::from_str(stats.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(stats["streams_completed"], 2);
+        assert_eq!(stats["tokens_sent"], 12);
+        assert_eq!(stats["gap"]["count"], 10);
+        let p50 = stats["gap"]["p50_ms"].as_f64().unwrap();
+        assert!((4.0..8.0).contains(&p50), "gap p50 {p50} ms");
+
+        request(addr, "POST", "/stats/reset", "").await;
+        let stats = request(addr, "GET", "/stats", "").await;
+        assert!(stats.contains(r#""tokens_sent":0"#), "{stats}");
+    }
+}
