@@ -296,3 +296,41 @@ fn bad_workload_input_names_the_file_line_and_field() {
     assert!(run.stderr.contains("JSON object"), "{}", run.stderr);
     assert_eq!(server.hits(), 0, "bad input sends nothing");
 }
+
+#[test]
+fn tokenizer_prompts_have_exactly_the_tokens_asked() {
+    let model = gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+    let mut file = std::fs::File::open(&model).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let tk = gpubench::serve::tokenizer::TextTokenizer::from_gguf(&content).unwrap();
+    let count = |t: &str| {
+        let ids = tk.encode(t).unwrap();
+        ids.len() - usize::from(tk.add_bos && tk.bos_id.is_some())
+    };
+    let server = FakeServer::start(FakeConfig { usage: false, tokens: 5, ..FakeConfig::default() });
+    let run = load_test(&[
+        "--url", &server.url("/v1/chat/completions"), "-c", "2", "-n", "12", "--input-tokens", "37",
+        "--shared-prefix-tokens", "20", "--tokenizer", model.to_str().unwrap(), "--max-tokens", "5",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.report["workload"]["prompt_lengths"], "exact");
+    assert!(run.report["workload"]["tokenizer"].as_str().unwrap().ends_with(".gguf"));
+    let mut lengths = Vec::new();
+    for (_, body) in server.received() {
+        let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+        let (system, user) = if msgs.is_empty() {
+            panic!("shared prefixes go out as a system message: {body}")
+        } else {
+            (msgs[0]["content"].as_str().unwrap().to_string(), msgs[1]["content"].as_str().unwrap().to_string())
+        };
+        assert_eq!(count(&system), 20, "prefix {system:?}");
+        lengths.push(count(&user));
+    }
+    assert_eq!(lengths, vec![37; 12], "every prompt has exactly 37 tokens by the same tokenizer");
+    // The answers carried no usage: the tokenizer counted them (5 words "a1 tok tok tok tok").
+    assert!(run.report["throughput"]["total_output_tokens"].as_u64().unwrap() >= 12 * 5, "{:#}", run.report["throughput"]);
+
+    let run = load_test(&["--url", &server.url("/v1/completions"), "-n", "1", "--tokenizer", "no-such-org/no-such-model"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--tokenizer 'no-such-org/no-such-model' is neither a file"), "{}", run.stderr);
+}

@@ -9,6 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 
 use super::api::{answer_text, parse_answer, snippet, ApiKind, SseStream, Usage, MAX_BODY_BYTES, MAX_LINE_BYTES};
 use super::native::NdjsonStream;
+use super::tokenizer::PromptTokenizer;
 use super::http1::Http1Pool;
 use super::LoadTestError;
 
@@ -22,6 +23,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Keep the generated text of each answer (multi-turn sessions, counting by tokenizer).
     pub capture_text: bool,
+    /// Counts output tokens where the server sends no usage.
+    pub counter: Option<Arc<PromptTokenizer>>,
 }
 
 /// Plain-HTTP endpoints get the lean HTTP/1 pool; HTTPS goes through reqwest.
@@ -116,7 +119,9 @@ impl Target {
         timeout: Duration,
         max_in_flight: usize,
         capture_text: bool,
+        counter: Option<Arc<PromptTokenizer>>,
     ) -> Result<Arc<Self>, LoadTestError> {
+        let capture_text = capture_text || counter.is_some();
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             let name = HeaderName::from_bytes(k.as_bytes())
@@ -141,7 +146,7 @@ impl Target {
         } else {
             Transport::Reqwest { client: reqwest_client(&map, max_in_flight, timeout)?, headers: map, max_in_flight }
         };
-        Ok(Arc::new(Target { transport, urls, api, stream, bodies, timeout, capture_text }))
+        Ok(Arc::new(Target { transport, urls, api, stream, bodies, timeout, capture_text, counter }))
     }
 
     /// The same target with connections of its own (for another runtime).
@@ -165,6 +170,7 @@ impl Target {
             bodies: self.bodies.clone(),
             timeout: self.timeout,
             capture_text: self.capture_text,
+            counter: self.counter.clone(),
         })
     }
 
@@ -177,14 +183,21 @@ impl Target {
     /// Sends `body` as request `index` (its URL chosen round-robin) and waits for the whole answer.
     pub async fn send_body(&self, index: u64, body: Bytes) -> Exchange {
         let sent = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, self.exchange(index, body)).await {
+        let mut result = match tokio::time::timeout(self.timeout, self.exchange(index, body)).await {
             Ok(r) => r,
             Err(_) => Err(RequestError {
                 kind: ErrorKind::Timeout,
                 message: format!("no complete answer within {:?} (--timeout)", self.timeout),
             }),
         };
-        Exchange { sent, done: Instant::now(), result }
+        let done = Instant::now();
+        // Counted after the clock stopped, so tokenizing is not in the latency.
+        if let (Ok(answer), Some(tk)) = (&mut result, &self.counter) {
+            if let (None, Some(text)) = (answer.usage.completion_tokens, &answer.text) {
+                answer.usage.completion_tokens = Some(tk.count(text) as u64);
+            }
+        }
+        Exchange { sent, done, result }
     }
 
     async fn exchange(&self, index: u64, body: Bytes) -> Result<Answer, RequestError> {

@@ -21,6 +21,7 @@ mod requests_csv;
 mod schedule;
 mod sessions;
 mod summary;
+mod tokenizer;
 mod sweep;
 mod trace;
 pub mod workload;

@@ -15,6 +15,7 @@ use super::options::{Arrival, InputTokens, LoadTestArgs, RampKind, Slo, Warmup};
 use super::requests_csv::RequestLog;
 use super::schedule::{Gaps, RampSpan, Shape};
 use super::sessions::SessionSet;
+use super::tokenizer::{exact_prompts, PromptTokenizer};
 use super::trace;
 use super::workload::{self, Message, Prompt, PromptItem};
 use super::{LoadTestError, DEFAULT_REQUESTS};
@@ -163,6 +164,13 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         (None, false) => None,
     };
     environment.server = server;
+    let tokenizer = match &args.tokenizer {
+        Some(spec) => Some(Arc::new(PromptTokenizer::load(spec)?)),
+        None if args.input_tokens.is_some() || args.shared_prefix_tokens.is_some() => {
+            model.as_deref().and_then(PromptTokenizer::discover).map(Arc::new)
+        }
+        None => None,
+    };
 
     let self_ending = trace.is_some() || args.stages.is_some();
     let requests = match (args.requests, args.duration) {
@@ -178,12 +186,23 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         top_p: args.top_p,
         extra: args.extra_body.clone().unwrap_or_default(),
     };
+    let mut exact = tokenizer.is_some();
     let (mut items, prompt_source) = match &trace {
-        Some(t) => (t.items.clone(), format!("trace:{}", t.spec.file)),
-        None => prompts(args, requests)?,
+        Some(t) => {
+            exact = false;
+            (t.items.clone(), format!("trace:{}", t.spec.file))
+        }
+        None => prompts(args, requests, tokenizer.as_deref(), &mut exact)?,
     };
     if let Some(p) = args.shared_prefix_tokens {
-        items = with_shared_prefixes(items, p, args.prefix_groups, args.seed);
+        let prefixes = match tokenizer.as_deref().and_then(|tk| exact_prefixes(tk, p, args.prefix_groups, args.seed)) {
+            Some(exact) => exact,
+            None => {
+                exact = false;
+                workload::shared_prefixes(p, args.prefix_groups, args.seed)
+            }
+        };
+        items = with_shared_prefixes(items, &prefixes);
     }
     if let Some(spread) = args.output_tokens {
         items = with_output_lengths(items, spread, requests, args.seed);
@@ -204,8 +223,8 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         Points::Fixed(p) => p.iter().map(in_flight).max().unwrap_or(1),
         Points::Auto { max_concurrency, .. } => max_concurrency.unwrap_or(DEFAULT_THROUGHPUT_CONCURRENCY) as usize,
     };
-    let capture_text = sessions.is_some();
-    let target = Target::new(urls.clone(), api, stream, &args.headers, bodies, args.timeout, max_in_flight, capture_text).await?;
+    let counter = tokenizer.clone();
+    let target = Target::new(urls.clone(), api, stream, &args.headers, bodies, args.timeout, max_in_flight, sessions.is_some(), counter).await?;
     let limits = Limits {
         requests,
         duration: args.duration,
@@ -216,6 +235,10 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
     };
     let mut workload = workload_report(args, requests, prompt_source, items.len(), trace.as_ref().map(|t| t.spec.clone()));
     workload.stream = stream;
+    workload.tokenizer = tokenizer.as_ref().map(|t| t.source.clone());
+    if workload.prompt_lengths.is_some() && exact {
+        workload.prompt_lengths = Some("exact".into());
+    }
     Ok(Plan {
         target,
         target_desc: report::Target { urls: args.urls.clone(), api: api.name().into(), model },
@@ -283,12 +306,22 @@ fn points(args: &LoadTestArgs, gaps: Gaps, trace: Option<Arc<[std::time::Duratio
     Ok(Points::Fixed(levels.into_iter().map(|c| Point::Closed { concurrency: c }).collect()))
 }
 
-fn prompts(args: &LoadTestArgs, requests: Option<u64>) -> Result<(Vec<PromptItem>, String), LoadTestError> {
+fn prompts(
+    args: &LoadTestArgs,
+    requests: Option<u64>,
+    tokenizer: Option<&PromptTokenizer>,
+    exact: &mut bool,
+) -> Result<(Vec<PromptItem>, String), LoadTestError> {
     if let Some(path) = &args.dataset {
         return Ok((workload::load_dataset(path)?, format!("dataset:{}", path.display())));
     }
     if let Some(tokens) = args.input_tokens {
         let count = requests.unwrap_or(1000).clamp(1, 1000) as usize;
+        if let Some(texts) = tokenizer.and_then(|tk| exact_prompts(tk, tokens.mean, tokens.stddev, count, args.seed)) {
+            let items = texts.into_iter().map(|t| PromptItem { prompt: Prompt::Text(t), max_tokens: None }).collect();
+            return Ok((items, format!("synthetic:{}:{}", tokens.mean, tokens.stddev)));
+        }
+        *exact = false;
         return Ok((
             workload::synthetic(tokens, count, args.seed),
             format!("synthetic:{}:{}", tokens.mean, tokens.stddev),
@@ -309,11 +342,16 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// Request i starts with shared prefix i mod `groups` (a system message on chat APIs, the
-/// start of the text otherwise), followed by its own prompt. Enough bodies are built that
-/// every prompt meets every prefix.
-fn with_shared_prefixes(items: Vec<PromptItem>, tokens: u32, groups: u32, seed: u64) -> Vec<PromptItem> {
-    let prefixes = workload::shared_prefixes(tokens, groups, seed);
+/// `groups` shared prefixes of exactly `tokens` tokens by `tk`.
+fn exact_prefixes(tk: &PromptTokenizer, tokens: u32, groups: u32, seed: u64) -> Option<Vec<String>> {
+    (0..groups.max(1))
+        .map(|g| tk.text_of(tokens as usize, &mut StdRng::seed_from_u64(seed ^ 0x5a5a_0000_0000 ^ u64::from(g))))
+        .collect()
+}
+
+/// Request i starts with shared prefix i mod the number of prefixes (a system message),
+/// followed by its own prompt. Enough bodies are built that every prompt meets every prefix.
+fn with_shared_prefixes(items: Vec<PromptItem>, prefixes: &[String]) -> Vec<PromptItem> {
     let g = prefixes.len();
     let n = items.len() / gcd(items.len(), g) * g;
     (0..n)
@@ -424,7 +462,8 @@ mod tests {
 
     #[test]
     fn shared_prefixes_are_identical_within_a_group_and_meet_every_prompt() {
-        let items = with_shared_prefixes(vec![text("a"), text("b"), text("c")], 20, 2, 1);
+        let prefixes = workload::shared_prefixes(20, 2, 1);
+        let items = with_shared_prefixes(vec![text("a"), text("b"), text("c")], &prefixes);
         assert_eq!(items.len(), 6);
         let sys = |i: usize| items[i].prompt.as_messages()[0].content.clone();
         assert_eq!(sys(0), sys(2));

@@ -126,7 +126,7 @@ fn parse_item(v: &Value) -> Result<PromptItem, String> {
 }
 
 /// Common English words that most BPE tokenizers encode as one token each (with their leading space).
-const WORDS: &[&str] = &[
+pub(super) const WORDS: &[&str] = &[
     "the", "of", "and", "to", "in", "is", "was", "for", "that", "on", "with", "as", "by", "at", "from", "his", "it",
     "an", "were", "are", "which", "this", "be", "or", "has", "had", "first", "one", "their", "its", "new", "after",
     "but", "who", "not", "they", "have", "her", "she", "two", "been", "other", "when", "there", "all", "during",
