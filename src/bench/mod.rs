@@ -287,7 +287,7 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
     for (k, (name, url)) in args.targets.iter().enumerate() {
         say(quiet, &format!("[{}/{total}] {name}: load test against {url}", phases.len() + k + 1));
         let report = settings.out_dir.join(format!("{name}.json"));
-        sweep(&[url.clone()], name, &report, &settings, &cancel, quiet).await?;
+        sweep(std::slice::from_ref(url), name, &report, &settings, &cancel, quiet).await?;
         measured.push(Measured { name: name.clone(), report, metrics: None, servers_per_device: 1 });
         if cancel.is_cancelled() {
             return Err(BenchError::Interrupted(settings.out_dir.clone()));

@@ -162,7 +162,6 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(ce(name));
     let embed_q = read("token_embd.weight")?;
     let vocab = embed_q.shape().dims().first().copied().unwrap_or(0);
-    drop(read);
     if let Some(n) = tokens.map(Vec::len).filter(|&n| n > vocab) {
         return Err(bad(format!("tokenizer.ggml.tokens holds {n} tokens, more than the {vocab} rows of token_embd.weight (the file is broken)")));
     }
