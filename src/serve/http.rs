@@ -202,6 +202,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found_error", "no such route; see /v1/models, /generate, /v1/completions, /v1/chat/completions") })
+        .layer(axum::extract::DefaultBodyLimit::max(super::limits::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -4,7 +4,7 @@
 pub const MAX_STOP_BYTES: usize = 256;
 /// Stop strings per request at most.
 pub const MAX_STOP_STRINGS: usize = 16;
-/// A request body at most (axum's default limit, stated here so the checks below agree with it).
+/// A request body at most (set on the router; the checks below agree with it).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Template instructions per chat render at most (minijinja's fuel): ample for any chat that fits
 /// in a body, and a bound on a model's template that loops for long.
