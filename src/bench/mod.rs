@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::loadtest::{self, LoadTestArgs};
 use crate::report::RunReportFile;
 use crate::ExitStatus;
-use servers::{free_port, wait_ready, ChildProcess};
+use servers::{wait_listening, wait_ready, ChildProcess};
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -269,10 +269,9 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping the servers");
-                cancel.cancel();
-            }
+            interrupted().await;
+            eprintln!("interrupted: stopping the servers");
+            cancel.cancel();
         });
     }
 
@@ -288,7 +287,7 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
     for (k, (name, url)) in args.targets.iter().enumerate() {
         say(quiet, &format!("[{}/{total}] {name}: load test against {url}", phases.len() + k + 1));
         let report = settings.out_dir.join(format!("{name}.json"));
-        sweep(&[url.clone()], name, &report, &settings, &cancel, quiet).await?;
+        sweep(std::slice::from_ref(url), name, &report, &settings, &cancel, quiet).await?;
         measured.push(Measured { name: name.clone(), report, metrics: None, servers_per_device: 1 });
         if cancel.is_cancelled() {
             return Err(BenchError::Interrupted(settings.out_dir.clone()));
@@ -297,6 +296,30 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
     // compare prints the table, the verdict and where the report is.
     compare(&measured, &args, &settings, quiet)?;
     Ok(ExitStatus::Success)
+}
+
+/// Resolves on Ctrl-C or SIGTERM (a CI timeout, a pod stopping): both stop the servers.
+async fn interrupted() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }
 
 fn say(quiet: bool, text: &str) {
@@ -330,13 +353,13 @@ async fn run_phase(
     let mut servers = Vec::new();
     let mut urls = Vec::new();
     for k in 0..count {
-        let port = free_port()?;
+        // Port 0: the server picks a free port and says which, so no other listener is measured.
         let mut serve_args: Vec<String> = vec![
             "serve".into(),
             "--host".into(),
             "127.0.0.1".into(),
             "--port".into(),
-            port.to_string(),
+            "0".into(),
             "--device".into(),
             args.device().to_string(),
             "--threads".into(),
@@ -355,7 +378,10 @@ async fn run_phase(
         let log = settings.out_dir.join("logs").join(format!("{name}-serve-{k}.log"));
         let mut server = ChildProcess::start(&format!("{name} server {k}"), &settings.exe, &serve_args, &log)?;
         // Servers start one after the other so that only the first provisions the model.
-        let base = format!("http://127.0.0.1:{port}");
+        let base = tokio::select! {
+            r = wait_listening(&mut server, Duration::from_secs(600)) => r?,
+            _ = cancel.cancelled() => return Err(BenchError::Interrupted(settings.out_dir.clone())),
+        };
         let ready = format!("{base}/ready");
         tokio::select! {
             r = wait_ready(&mut server, &ready, Duration::from_secs(600)) => r?,

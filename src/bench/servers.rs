@@ -1,5 +1,6 @@
 //! Child processes the bench starts (servers, samplers), always stopped by their pid:
-//! on success, on failure and on Ctrl-C (the handles stop them when dropped).
+//! on success, on failure, on Ctrl-C and SIGTERM (the handles stop them when dropped). On Linux
+//! they also get SIGTERM from the kernel should the bench die without stopping them.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,11 +22,10 @@ impl ChildProcess {
         let out = File::create(log).map_err(|e| BenchError::Failed(format!("cannot write {}: {e}", log.display())))?;
         let err = out.try_clone().map_err(|e| BenchError::Failed(format!("cannot write {}: {e}", log.display())))?;
         tracing::info!("starting {name}: {} {}", exe.display(), args.join(" "));
-        let child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
+        let mut cmd = Command::new(exe);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        stop_with_parent(&mut cmd);
+        let child = cmd
             .spawn()
             .map_err(|e| BenchError::Failed(format!("cannot start {name} ({}): {e}", exe.display())))?;
         Ok(ChildProcess { name: name.into(), log: log.into(), child: Some(child) })
@@ -77,12 +77,60 @@ impl Drop for ChildProcess {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; a race with another program is reported by serve itself).
-pub fn free_port() -> Result<u16, BenchError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| BenchError::Failed(format!("cannot find a free port on 127.0.0.1: {e}")))
+/// On Linux: the child gets SIGTERM when the thread that started it ends (the bench starts its
+/// children from the runtime's worker threads, which live as long as the bench).
+fn stop_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The bench died before the call above: do not outlive it.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the bench exited while starting its child"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+/// The address a `gpubench serve` started on `--port 0` prints on stderr (`listening on
+/// http://ADDR`), read from its log; an error when it exits first or `timeout` passes.
+pub async fn wait_listening(process: &mut ChildProcess, timeout: Duration) -> Result<String, BenchError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(&process.log).unwrap_or_default();
+        if let Some(base) = text.lines().find_map(|l| l.split("listening on ").nth(1)).and_then(|r| r.split_whitespace().next()) {
+            if base.starts_with("http://") {
+                return Ok(base.to_string());
+            }
+        }
+        if let Some(status) = process.exited() {
+            return Err(BenchError::Failed(format!(
+                "{} exited ({status}) before it listened; its last lines ({}):\n{}",
+                process.name,
+                process.log.display(),
+                process.log_tail()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Failed(format!(
+                "{} did not say where it listens after {timeout:?}; its last lines ({}):\n{}",
+                process.name,
+                process.log.display(),
+                process.log_tail()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until `GET url` answers 200, the process dies, or `timeout` passes.

@@ -8,7 +8,9 @@
 //!   (every sequence of that step fails; the engine must go on with the next requests);
 //! - `panic-in-handler:TEXT`: the HTTP handler panics on such a request (a 500 for it alone);
 //! - `load-delay:DURATION`: model loading waits this long first (e.g. `3s`), so that the
-//!   loading state of `/ready` can be observed.
+//!   loading state of `/ready` can be observed;
+//! - `sse-padding:BYTES`: every event of a stream carries an SSE comment of BYTES spaces, so that
+//!   a client that stops reading fills the socket buffers after a few tokens.
 //!
 //! Unset (the normal case) every check is one load of an empty static.
 
@@ -25,6 +27,7 @@ pub struct Faults {
     pub panic_in_step: Option<String>,
     pub panic_in_handler: Option<String>,
     pub load_delay: Option<Duration>,
+    pub sse_padding: Option<usize>,
 }
 
 static FAULTS: OnceLock<Faults> = OnceLock::new();
@@ -43,9 +46,10 @@ impl Faults {
                 "panic-in-step" => f.panic_in_step = Some(arg.to_string()),
                 "panic-in-handler" => f.panic_in_handler = Some(arg.to_string()),
                 "load-delay" => f.load_delay = Some(crate::util::parse_duration(arg).map_err(|e| format!("{ENV}: load-delay: {e}"))?),
+                "sse-padding" => f.sse_padding = Some(arg.parse().map_err(|_| format!("{ENV}: sse-padding: `{arg}` is not a number of bytes"))?),
                 _ => {
                     return Err(format!(
-                        "{ENV}: unknown fault `{kind}`; known: panic-on-prompt, panic-in-step, panic-in-handler, load-delay"
+                        "{ENV}: unknown fault `{kind}`; known: panic-on-prompt, panic-in-step, panic-in-handler, load-delay, sse-padding"
                     ))
                 }
             }
@@ -76,7 +80,7 @@ pub fn init() -> Result<&'static Faults, String> {
 
 /// The faults in force (none before [`init`]).
 pub fn get() -> &'static Faults {
-    static NONE: Faults = Faults { panic_on_prompt: None, panic_in_step: None, panic_in_handler: None, load_delay: None };
+    static NONE: Faults = Faults { panic_on_prompt: None, panic_in_step: None, panic_in_handler: None, load_delay: None, sse_padding: None };
     FAULTS.get().unwrap_or(&NONE)
 }
 

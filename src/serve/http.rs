@@ -1,6 +1,5 @@
 //! The HTTP API (axum): routes, admission (queue bound, API key), streaming, shutdown.
 
-use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -10,18 +9,20 @@ use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::{FutureExt, Stream};
+use futures_util::FutureExt;
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
 use super::engine::{self, EngineHandle, EngineLimits, Event, GenRequest};
+use super::auth::require_key;
 use super::metrics::Metrics;
 use super::model::{load_model, LoadedModel, ModelSource};
+use super::prompt::{self, PromptInput};
+use super::sse::sse;
 use super::openai::{parse_body, ApiError, ChatBody, CompletionBody, Defaults, GenerateBody, GenerateResponse};
 use super::sampling::SamplingParams;
 use super::{ServeArgs, ServeError};
@@ -35,6 +36,7 @@ pub struct Loaded {
 struct Inner {
     name: String,
     api_key: Option<String>,
+    metrics_auth: bool,
     limits: parking_lot::Mutex<EngineLimits>,
     max_tokens_limit: usize,
     max_model_len: Option<usize>,
@@ -45,6 +47,8 @@ struct Inner {
     draining: AtomicBool,
     shutdown: watch::Sender<bool>,
     metrics: Arc<Metrics>,
+    /// Bounds the prompts rendered and tokenized at once (CPU work on the blocking pool).
+    prep: tokio::sync::Semaphore,
 }
 
 /// Shared server state.
@@ -62,6 +66,7 @@ impl AppState {
         Self(Arc::new(Inner {
             name,
             api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+            metrics_auth: args.metrics_auth(),
             limits: parking_lot::Mutex::new(limits),
             max_tokens_limit: args.max_tokens_limit as usize,
             max_model_len: args.max_model_len,
@@ -72,6 +77,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             shutdown,
             metrics: Arc::new(Metrics::default()),
+            prep: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         }))
     }
 
@@ -83,6 +89,11 @@ impl AppState {
         let model = Arc::new(model);
         let engine = engine::start(Arc::clone(&model), *self.0.limits.lock(), Arc::clone(&self.0.metrics));
         let _ = self.0.loaded.set(Loaded { model, engine });
+    }
+
+    /// The API key, when one is set.
+    pub fn api_key(&self) -> Option<&str> {
+        self.0.api_key.as_deref()
     }
 
     fn set_kv_limit(&self, tokens: usize) {
@@ -179,13 +190,19 @@ pub fn build_router(state: AppState) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    // Probes stay open; /metrics takes the key with --metrics-auth.
+    let mut metrics_route = Router::new().route("/metrics", get(metrics));
+    if state.0.metrics_auth {
+        metrics_route = metrics_route.route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    }
     Router::new()
         .merge(api)
+        .merge(metrics_route)
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found_error", "no such route; see /v1/models, /generate, /v1/completions, /v1/chat/completions") })
+        .layer(axum::extract::DefaultBodyLimit::max(super::limits::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -220,16 +237,6 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 #[derive(Clone)]
 struct RequestId(String);
 
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(key) = &state.0.api_key {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key.as_str()) {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "missing or wrong API key; send `Authorization: Bearer KEY`").into_response();
-        }
-    }
-    next.run(req).await
-}
-
 async fn ready(State(state): State<AppState>) -> Response {
     if state.0.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down"}))).into_response();
@@ -261,7 +268,7 @@ fn now_secs() -> u64 {
 }
 
 /// A slot in the bounded queue, given back when dropped (also when a client goes away).
-struct Slot(AppState);
+pub(super) struct Slot(AppState);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -300,18 +307,13 @@ fn admit<'a>(state: &'a AppState, model: Option<&str>) -> Result<(Slot, &'a Load
     Ok((slot, loaded))
 }
 
-/// Tokenizes, checks lengths and hands the request to the engine.
-fn submit(state: &AppState, loaded: &Loaded, prompt: &str, prompt_field: &str, params: SamplingParams, id: String) -> Result<(UnboundedReceiver<Event>, usize), ApiError> {
-    if prompt.is_empty() {
-        return Err(ApiError::bad(prompt_field, format!("{prompt_field} must not be empty")));
-    }
-    if super::fault::triggers(&super::fault::get().panic_in_handler, prompt) {
-        panic!("injected fault (panic-in-handler)");
-    }
-    let ids = loaded.model.tokenizer.encode(prompt).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string()))?;
-    if ids.is_empty() {
-        return Err(ApiError::bad(prompt_field, format!("{prompt_field} has no tokens")));
-    }
+/// Tokenizes (off the async workers) and checks the prompt.
+async fn prepare(state: &AppState, loaded: &Loaded, input: PromptInput, field: &'static str) -> Result<Vec<u32>, ApiError> {
+    prompt::tokenize(&state.0.prep, Arc::clone(&loaded.model), input, field).await
+}
+
+/// Checks lengths and hands the request to the engine.
+fn submit(state: &AppState, loaded: &Loaded, ids: Vec<u32>, prompt_field: &str, params: SamplingParams, id: String) -> Result<(UnboundedReceiver<Event>, usize), ApiError> {
     let ctx = loaded.model.model.cfg.context;
     if ids.len() >= ctx {
         return Err(ApiError::bad(prompt_field, format!("{prompt_field} is {} tokens; this model's context is {ctx}", ids.len())));
@@ -353,7 +355,8 @@ async fn generate(State(state): State<AppState>, axum::Extension(rid): axum::Ext
     let body: GenerateBody = parse_body(&body)?;
     let (_slot, loaded) = admit(&state, None)?;
     let params = body.sampling().validate(Defaults { max_tokens: 150, temperature: 0.7, top_p: 0.9 }, state.0.max_tokens_limit)?;
-    let (rx, _) = submit(&state, loaded, &body.prompt, "prompt", params, rid.0)?;
+    let ids = prepare(&state, loaded, PromptInput::Text(body.prompt), "prompt").await?;
+    let (rx, _) = submit(&state, loaded, ids, "prompt", params, rid.0)?;
     let (text, finish_reason, prompt_tokens, completion_tokens) = collect(rx).await?;
     Ok(Json(GenerateResponse {
         text,
@@ -377,7 +380,8 @@ async fn completions(State(state): State<AppState>, axum::Extension(rid): axum::
     let prompt = body.prompt_text()?;
     let params = body.sampling().validate(Defaults { max_tokens: 16, temperature: 1.0, top_p: 1.0 }, state.0.max_tokens_limit)?;
     let id = format!("cmpl-{}", rid.0);
-    let (rx, _) = submit(&state, loaded, &prompt, "prompt", params, rid.0)?;
+    let ids = prepare(&state, loaded, PromptInput::Text(prompt), "prompt").await?;
+    let (rx, _) = submit(&state, loaded, ids, "prompt", params, rid.0)?;
     let (created, model, dummy) = (now_secs(), state.0.name.clone(), loaded.model.dummy);
     if body.stream {
         let include_usage = body.stream_options.map(|o| o.include_usage).unwrap_or(false);
@@ -415,10 +419,10 @@ async fn chat(State(state): State<AppState>, axum::Extension(rid): axum::Extensi
     let body: ChatBody = parse_body(&body)?;
     let (slot, loaded) = admit(&state, body.model.as_deref())?;
     let messages = body.chat_messages()?;
-    let prompt = loaded.model.template.render(&messages).map_err(|e| ApiError::bad("messages", e.to_string()))?;
     let params = body.sampling().validate(Defaults { max_tokens: 512, temperature: 1.0, top_p: 1.0 }, state.0.max_tokens_limit)?;
     let id = format!("chatcmpl-{}", rid.0);
-    let (rx, _) = submit(&state, loaded, &prompt, "messages", params, rid.0)?;
+    let ids = prepare(&state, loaded, PromptInput::Chat(messages), "messages").await?;
+    let (rx, _) = submit(&state, loaded, ids, "messages", params, rid.0)?;
     let (created, model, dummy) = (now_secs(), state.0.name.clone(), loaded.model.dummy);
     if body.stream {
         let include_usage = body.stream_options.map(|o| o.include_usage).unwrap_or(false);
@@ -454,87 +458,4 @@ async fn chat(State(state): State<AppState>, axum::Extension(rid): axum::Extensi
         out["dummy_weights"] = json!(true);
     }
     Ok(Json(out).into_response())
-}
-
-enum StreamPhase {
-    First,
-    Body,
-    Usage(usize, usize),
-    Done,
-    End,
-}
-
-/// An SSE stream of chunks ending in `data: [DONE]`; dropping it (client gone) closes the
-/// engine channel, which cancels the sequence at the next step.
-fn sse<F, U>(
-    rx: UnboundedReceiver<Event>,
-    slot: Slot,
-    chunk: F,
-    first: Option<serde_json::Value>,
-    include_usage: bool,
-    usage_chunk: U,
-) -> Response
-where
-    F: Fn(&str, Option<&str>) -> serde_json::Value + Send + Sync + 'static,
-    U: Fn(usize, usize) -> serde_json::Value + Send + Sync + 'static,
-{
-    struct St<F, U> {
-        rx: UnboundedReceiver<Event>,
-        _slot: Slot,
-        chunk: F,
-        usage_chunk: U,
-        first: Option<serde_json::Value>,
-        include_usage: bool,
-        phase: StreamPhase,
-    }
-    let st = St { rx, _slot: slot, chunk, usage_chunk, first, include_usage, phase: StreamPhase::First };
-    let stream = futures_util::stream::unfold(st, |mut st| async move {
-        loop {
-            match std::mem::replace(&mut st.phase, StreamPhase::Body) {
-                StreamPhase::First => {
-                    if let Some(f) = st.first.take() {
-                        return Some((Ok::<_, Infallible>(SseEvent::default().data(f.to_string())), st));
-                    }
-                }
-                StreamPhase::Body => match st.rx.recv().await {
-                    Some(Event::Text(t)) if t.is_empty() => {}
-                    Some(Event::Text(t)) => {
-                        let c = (st.chunk)(&t, None);
-                        return Some((Ok(SseEvent::default().data(c.to_string())), st));
-                    }
-                    Some(Event::Done { finish_reason, prompt_tokens, completion_tokens }) => {
-                        st.phase = if st.include_usage { StreamPhase::Usage(prompt_tokens, completion_tokens) } else { StreamPhase::Done };
-                        let c = (st.chunk)("", Some(finish_reason.as_str()));
-                        return Some((Ok(SseEvent::default().data(c.to_string())), st));
-                    }
-                    Some(Event::Error(e)) => {
-                        st.phase = StreamPhase::Done;
-                        let body = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e).body();
-                        return Some((Ok(SseEvent::default().data(body.to_string())), st));
-                    }
-                    None => {
-                        st.phase = StreamPhase::Done;
-                    }
-                },
-                StreamPhase::Usage(p, c) => {
-                    st.phase = StreamPhase::Done;
-                    let u = (st.usage_chunk)(p, c);
-                    return Some((Ok(SseEvent::default().data(u.to_string())), st));
-                }
-                StreamPhase::Done => {
-                    st.phase = StreamPhase::End;
-                    return Some((Ok(SseEvent::default().data("[DONE]")), st));
-                }
-                StreamPhase::End => return None,
-            }
-        }
-    });
-    sse_response(stream)
-}
-
-fn sse_response<S>(stream: S) -> Response
-where
-    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
-{
-    Sse::new(stream).into_response()
 }

@@ -1,14 +1,20 @@
 //! `gpubench serve`: an LLM inference server with continuous batching, the seed's `/generate`
 //! API and the OpenAI API, running llama-family models through candle.
 
+mod auth;
+mod conn;
 pub mod engine;
 pub mod fault;
+pub mod limits;
 mod http;
 pub mod metrics;
 pub mod model;
 mod openai;
+mod prompt;
+mod schema;
 pub mod sampling;
 mod spm;
+mod sse;
 pub mod template;
 pub mod tokenizer;
 
@@ -65,9 +71,14 @@ pub struct ServeArgs {
     /// TCP port; 0 picks a free one (the bound address is printed).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Require `Authorization: Bearer KEY` on the generation endpoints.
+    /// Require `Authorization: Bearer KEY` on the generation endpoints (compared in constant
+    /// time). Set it through GPUBENCH_API_KEY to keep it out of `ps` and the shell history.
     #[arg(long, env = "GPUBENCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Require the API key on /metrics too [default: true when a key is set]; /health and /ready
+    /// stay open for probes.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub metrics_auth: Option<bool>,
     /// Sequences in the running batch at most (1: one request at a time).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_batch_size: u32,
@@ -89,9 +100,40 @@ pub struct ServeArgs {
     /// Context length in tokens (default: the model's, at most 32768).
     #[arg(long)]
     pub max_model_len: Option<usize>,
+    /// Open connections at most; beyond them a connection gets 503 at once and is closed.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// The time a client has to send a request's headers.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request and no traffic for this long is closed.
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    pub keep_alive_timeout: Duration,
+    /// A client that stops reading its answer (a stream) for this long loses the connection; its
+    /// sequence is cancelled and its batch slot freed.
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    pub stream_stall_timeout: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish before they are cut.
     #[arg(long, default_value = "10s", value_parser = crate::util::parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    fn has_key(&self) -> bool {
+        self.api_key.as_deref().is_some_and(|k| !k.is_empty())
+    }
+
+    /// Whether /metrics takes the API key.
+    pub fn metrics_auth(&self) -> bool {
+        self.metrics_auth.unwrap_or(true) && self.has_key()
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match crate::util::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("`{s}`: a timeout must be above 0; write e.g. 10s")),
+        d => Ok(d),
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -188,6 +230,9 @@ pub fn model_source(args: &ServeArgs, quiet: bool) -> Result<(ModelSource, Strin
 /// Entry point of `gpubench serve`.
 pub async fn run_cli(args: ServeArgs, quiet: bool) -> Result<crate::ExitStatus, ServeError> {
     fault::init().map_err(ServeError::Usage)?;
+    if args.metrics_auth == Some(true) && !args.has_key() {
+        return Err(ServeError::Usage("--metrics-auth needs an API key: set --api-key or GPUBENCH_API_KEY".into()));
+    }
     if let Some(n) = args.threads {
         if n == 0 {
             return Err(ServeError::Usage("--threads must be at least 1".into()));
@@ -196,6 +241,7 @@ pub async fn run_cli(args: ServeArgs, quiet: bool) -> Result<crate::ExitStatus, 
         model::cpu::set_threads(n);
     }
     let device = parse_device(&args.device)?;
+    conn::raise_fd_limit();
     let (source, default_name) = {
         let args = args.clone();
         tokio::task::spawn_blocking(move || model_source(&args, quiet))
@@ -215,8 +261,13 @@ pub async fn run_cli(args: ServeArgs, quiet: bool) -> Result<crate::ExitStatus, 
         tokio::task::spawn_blocking(move || http::load_into(&state, &source, &device, &args))
     };
     let shutdown = http::shutdown_signal(state.clone());
-    let server = axum::serve(listener, build_router(state.clone())).with_graceful_shutdown(shutdown);
-    let server = tokio::spawn(async move { server.await });
+    let limits = conn::ConnLimits {
+        max_connections: args.max_connections as usize,
+        header_read_timeout: args.header_read_timeout,
+        keep_alive_timeout: args.keep_alive_timeout,
+        stall_timeout: args.stream_stall_timeout,
+    };
+    let server = tokio::spawn(conn::serve(listener, build_router(state.clone()), limits, shutdown));
     tokio::select! {
         loaded = loader => match loaded {
             Ok(Ok(())) => eprintln!("gpubench serve: model {name} ready on http://{local}"),

@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::limits::{MAX_STOP_BYTES, MAX_STOP_STRINGS};
 use super::sampling::SamplingParams;
+use super::schema::OpenAiFields;
 use super::template::ChatMessage;
 
 /// An API error: status, message, the offending field and an OpenAI error type.
@@ -75,7 +77,7 @@ pub fn parse_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiEr
 
 /// A string or a list of strings (`stop`, `prompt`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or a list of strings")]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -103,6 +105,7 @@ pub struct SamplingFields {
     pub repetition_penalty: Option<f64>,
     pub n: Option<i64>,
     pub ignore_eos: Option<bool>,
+    pub openai: OpenAiFields,
 }
 
 /// Per-endpoint defaults.
@@ -157,12 +160,16 @@ impl SamplingFields {
             }
         }
         let stop = self.stop.map(OneOrMany::into_vec).unwrap_or_default();
-        if stop.len() > 16 {
-            return Err(ApiError::bad("stop", "at most 16 stop strings"));
+        if stop.len() > MAX_STOP_STRINGS {
+            return Err(ApiError::bad("stop", format!("at most {MAX_STOP_STRINGS} stop strings (got {})", stop.len())));
         }
         if stop.iter().any(|s| s.is_empty()) {
             return Err(ApiError::bad("stop", "stop strings must not be empty"));
         }
+        if let Some(s) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::bad("stop", format!("a stop string may be at most {MAX_STOP_BYTES} bytes (got one of {})", s.len())));
+        }
+        self.openai.check()?;
         Ok(SamplingParams { temperature, top_p, top_k, seed: self.seed, repetition_penalty, stop, max_tokens, ignore_eos: self.ignore_eos.unwrap_or(false) })
     }
 }
@@ -185,6 +192,12 @@ macro_rules! body_with_sampling {
             pub repetition_penalty: Option<f64>,
             pub n: Option<i64>,
             pub ignore_eos: Option<bool>,
+            pub presence_penalty: Option<f64>,
+            pub frequency_penalty: Option<f64>,
+            pub logit_bias: Option<std::collections::HashMap<String, f64>>,
+            /// Type-checked, not used.
+            #[allow(dead_code)]
+            pub user: Option<String>,
         }
         impl $name {
             pub fn sampling(&self) -> SamplingFields {
@@ -199,6 +212,12 @@ macro_rules! body_with_sampling {
                     repetition_penalty: self.repetition_penalty,
                     n: self.n,
                     ignore_eos: self.ignore_eos,
+                    openai: OpenAiFields {
+                        presence_penalty: self.presence_penalty,
+                        frequency_penalty: self.frequency_penalty,
+                        logit_bias: self.logit_bias.as_ref().map_or(0, |m| m.len()),
+                        ..self.extra_fields()
+                    },
                 }
             }
         }
@@ -209,6 +228,12 @@ body_with_sampling! {
     /// `POST /generate`.
     pub struct GenerateBody {
         pub prompt: String,
+    }
+}
+
+impl GenerateBody {
+    fn extra_fields(&self) -> OpenAiFields {
+        OpenAiFields::default()
     }
 }
 
@@ -239,10 +264,24 @@ body_with_sampling! {
         #[serde(default)]
         pub stream: bool,
         pub stream_options: Option<StreamOptions>,
+        pub logprobs: Option<u32>,
+        pub echo: Option<bool>,
+        pub best_of: Option<i64>,
+        pub suffix: Option<String>,
     }
 }
 
 impl CompletionBody {
+    fn extra_fields(&self) -> OpenAiFields {
+        OpenAiFields {
+            logprobs: self.logprobs.is_some_and(|n| n > 0),
+            echo: self.echo.unwrap_or(false),
+            best_of: self.best_of,
+            suffix: self.suffix.as_ref().is_some_and(|s| !s.is_empty()),
+            ..Default::default()
+        }
+    }
+
     pub fn prompt_text(&self) -> Result<String, ApiError> {
         match &self.prompt {
             OneOrMany::One(s) => Ok(s.clone()),
@@ -254,7 +293,7 @@ impl CompletionBody {
 
 /// Message content: a string or a list of text parts.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or a list of content parts ({\"type\": \"text\", \"text\": ...})")]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
@@ -281,10 +320,38 @@ body_with_sampling! {
         #[serde(default)]
         pub stream: bool,
         pub stream_options: Option<StreamOptions>,
+        pub logprobs: Option<bool>,
+        pub top_logprobs: Option<u32>,
+        pub response_format: Option<ResponseFormat>,
+        pub tools: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+        #[allow(dead_code)]
+        pub tool_choice: Option<serde_json::Value>,
+        #[allow(dead_code)]
+        pub parallel_tool_calls: Option<bool>,
+        #[allow(dead_code)]
+        pub store: Option<bool>,
+        #[allow(dead_code)]
+        pub metadata: Option<std::collections::HashMap<String, String>>,
     }
 }
 
+/// `response_format`: only `{"type": "text"}` is served.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 impl ChatBody {
+    fn extra_fields(&self) -> OpenAiFields {
+        OpenAiFields {
+            logprobs: self.logprobs.unwrap_or(false) || self.top_logprobs.is_some_and(|n| n > 0),
+            response_format: self.response_format.as_ref().map(|f| f.kind.clone()),
+            tools: self.tools.as_ref().map_or(0, Vec::len),
+            ..Default::default()
+        }
+    }
+
     pub fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::bad("messages", "messages must hold at least one message"));
@@ -295,13 +362,17 @@ impl ChatBody {
                 return Err(ApiError::bad(&format!("messages[{i}].role"), format!("unknown role `{}`", m.role)));
             }
             let content = match &m.content {
-                None => String::new(),
+                None if m.role == "assistant" => String::new(),
+                None => return Err(ApiError::bad(&format!("messages[{i}].content"), format!("messages[{i}].content is required for the role `{}`", m.role))),
                 Some(Content::Text(t)) => t.clone(),
                 Some(Content::Parts(parts)) => {
                     let mut s = String::new();
                     for (j, p) in parts.iter().enumerate() {
                         match (p.kind.as_str(), &p.text) {
                             ("text", Some(t)) => s.push_str(t),
+                            ("text", None) => {
+                                return Err(ApiError::bad(&format!("messages[{i}].content[{j}].text"), format!("messages[{i}].content[{j}].text is required for a text part")))
+                            }
                             _ => {
                                 return Err(ApiError::bad(
                                     &format!("messages[{i}].content[{j}]"),
@@ -321,37 +392,5 @@ impl ChatBody {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wrong_type_names_the_field() {
-        let e = parse_body::<GenerateBody>(br#"{"prompt": "x", "max_tokens": "ten"}"#).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("max_tokens"), "{}", e.message);
-    }
-
-    #[test]
-    fn missing_prompt_names_the_field() {
-        let e = parse_body::<GenerateBody>(br#"{"max_tokens": 3}"#).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("prompt"), "{}", e.message);
-    }
-
-    #[test]
-    fn invalid_json_is_a_body_error() {
-        let e = parse_body::<GenerateBody>(b"{not json").unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("body"));
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    }
-
-    #[test]
-    fn max_tokens_bounds() {
-        let d = || Defaults { max_tokens: 16, temperature: 1.0, top_p: 1.0 };
-        let f = SamplingFields { max_tokens: Some(0), ..Default::default() };
-        assert_eq!(f.validate(d(), 100).unwrap_err().param.as_deref(), Some("max_tokens"));
-        let f = SamplingFields { max_tokens: Some(101), ..Default::default() };
-        assert_eq!(f.validate(d(), 100).unwrap_err().param.as_deref(), Some("max_tokens"));
-        let f = SamplingFields { stop: Some(OneOrMany::One("x".into())), ..Default::default() };
-        let p = f.validate(d(), 100).unwrap();
-        assert_eq!((p.max_tokens, p.stop), (16, vec!["x".to_string()]));
-    }
-}
+#[path = "openai_tests.rs"]
+mod tests;

@@ -6,6 +6,8 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
 /// Token types of GGUF vocabularies.
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
@@ -19,8 +21,10 @@ pub struct SpmVocab {
     bytes: [Option<u32>; 256],
     unk: u32,
     add_space_prefix: bool,
-    /// Control and user-defined tokens, longest first, matched whole in the text.
+    /// Control and user-defined tokens, matched whole in the text.
     specials: Vec<(String, u32)>,
+    /// Finds them all in one pass (leftmost, longest at the same place).
+    matcher: Option<AhoCorasick>,
 }
 
 /// A candidate merge of two adjacent symbols.
@@ -67,35 +71,49 @@ impl SpmVocab {
             .map(|(i, p)| (p.clone(), i as u32))
             .collect();
         specials.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        Self { pieces, scores, types, ids, bytes, unk, add_space_prefix, specials }
+        let matcher = AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).build(specials.iter().map(|(p, _)| p)).ok();
+        Self { pieces, scores, types, ids, bytes, unk, add_space_prefix, specials, matcher }
+    }
+
+    /// The control and user-defined tokens.
+    pub fn specials(&self) -> impl Iterator<Item = &str> {
+        self.specials.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// The longest piece in bytes.
+    pub fn longest_piece(&self) -> usize {
+        self.pieces.iter().map(String::len).max().unwrap_or(1)
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.ids.get(token).copied()
     }
 
-    /// Token ids of `text` (no BOS), special tokens written in the text recognised.
+    /// Token ids of `text` (no BOS), special tokens written in the text recognised (in one pass
+    /// over the text: the earliest match, the longest at the same place).
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) {
         // Raw text always starts the input or follows a special token, so each piece of it gets
         // the space prefix.
-        let mut rest = text;
-        while !rest.is_empty() {
-            // The earliest special token in the rest (longest at the same place).
-            let hit = self.specials.iter().filter_map(|(p, id)| rest.find(p.as_str()).map(|at| (at, p.len(), *id))).min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
-            let (raw, special) = match hit {
-                Some((at, len, id)) => (&rest[..at], Some((len, id, at))),
-                None => (rest, None),
-            };
-            if !raw.is_empty() {
-                self.encode_raw(raw, out);
+        let Some(matcher) = &self.matcher else {
+            return self.encode_text(text, out);
+        };
+        let mut at = 0;
+        for m in matcher.find_iter(text) {
+            if m.start() > at {
+                self.encode_raw(&text[at..m.start()], out);
             }
-            match special {
-                Some((len, id, at)) => {
-                    out.push(id);
-                    rest = &rest[at + len..];
-                }
-                None => break,
-            }
+            out.push(self.specials[m.pattern().as_usize()].1);
+            at = m.end();
+        }
+        if at < text.len() {
+            self.encode_raw(&text[at..], out);
+        }
+    }
+
+    /// Token ids of `text` as text throughout: a special token written in it is not recognised.
+    pub fn encode_text(&self, text: &str, out: &mut Vec<u32>) {
+        if !text.is_empty() {
+            self.encode_raw(text, out);
         }
     }
 
@@ -164,5 +182,37 @@ impl SpmVocab {
             }
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Special tokens are found in one pass: a long text of them is quick, not quadratic.
+    #[test]
+    fn a_long_text_of_special_tokens_is_encoded_quickly() {
+        let mut pieces: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        let mut types = vec![2, 3, 3];
+        for i in 0..64 {
+            pieces.push(format!("<|special_{i}|>"));
+            types.push(3);
+        }
+        pieces.extend(["▁".to_string(), "a".to_string()]);
+        types.extend([1, 1]);
+        let scores = vec![0.0; pieces.len()];
+        let v = SpmVocab::new(pieces, scores, types, 0, true);
+        let text = "</s><s>".repeat(150_000) + "a";
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        v.encode(&text, &mut out);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
+        assert_eq!(out.len(), 300_002);
+        assert_eq!(&out[..2], &[2, 1]);
+        // The longest special token at a place wins, as before.
+        let v = SpmVocab::new(vec!["<a>".into(), "<a>b".into(), "x".into()], vec![0.0; 3], vec![3, 3, 1], 2, false);
+        let mut out = Vec::new();
+        v.encode("<a>b<a>x", &mut out);
+        assert_eq!(out, vec![1, 0, 2]);
     }
 }

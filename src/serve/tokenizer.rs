@@ -11,7 +11,10 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
+use aho_corasick::AhoCorasick;
+
 use super::spm::SpmVocab;
+use super::template::Part;
 use super::ServeError;
 
 /// Pre-tokenizer regexes of llama.cpp's `llama-bpe` and `qwen2`.
@@ -19,7 +22,8 @@ const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 enum Inner {
-    Hf(Box<Tokenizer>),
+    /// The tokenizer, and a copy that reads special tokens written in text as text.
+    Hf(Box<Tokenizer>, Box<Tokenizer>),
     /// A SentencePiece vocabulary from a GGUF file.
     Spm(Box<SpmVocab>),
     /// One token per byte, offset by 3 (ids 0..3 are special): for dummy weights.
@@ -34,6 +38,10 @@ pub struct TextTokenizer {
     pub bos_id: Option<u32>,
     /// Prepend BOS to raw prompts.
     pub add_bos: bool,
+    /// Finds control tokens written in text.
+    specials: Option<AhoCorasick>,
+    /// The longest token in bytes (at least), so that a text's length bounds its token count.
+    pub max_token_bytes: usize,
 }
 
 fn bad(msg: impl Into<String>) -> ServeError {
@@ -78,6 +86,7 @@ impl TextTokenizer {
             .and_then(|v| v.to_vec().ok())
             .map(|v| v.iter().map(|t| t.to_i32().unwrap_or(1)).collect())
             .unwrap_or_default();
+        check_types(types.len(), tokens.len())?;
         let vocab: ahash::AHashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merge_pairs)
@@ -106,7 +115,7 @@ impl TextTokenizer {
             }
         }
         let add_bos = md.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
-        Ok(Self { inner: Inner::Hf(Box::new(tk)), eos_ids, bos_id: get_u32("tokenizer.ggml.bos_token_id"), add_bos })
+        Self::finish(Inner::Hf(Box::new(tk.clone()), Box::new(tk)), eos_ids, get_u32("tokenizer.ggml.bos_token_id"), add_bos)
     }
 
     /// A SentencePiece vocabulary (`tokenizer.ggml.model = llama`): pieces, scores and types.
@@ -131,8 +140,14 @@ impl TextTokenizer {
             .and_then(|v| v.to_vec().ok())
             .map(|v| v.iter().map(|t| t.to_i32().unwrap_or(1)).collect())
             .unwrap_or_else(|| vec![1; pieces.len()]);
+        check_types(types.len(), pieces.len())?;
         if scores.len() != pieces.len() || types.len() != pieces.len() {
-            return Err(bad("the GGUF's tokens, scores and token types differ in length"));
+            return Err(bad(format!(
+                "tokenizer.ggml.scores ({}) and tokenizer.ggml.token_type ({}) must hold one entry per token of tokenizer.ggml.tokens ({}); the file is broken",
+                scores.len(),
+                types.len(),
+                pieces.len()
+            )));
         }
         let get_u32 = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
         let get_bool = |k: &str, d: bool| md.get(k).and_then(|v| v.to_bool().ok()).unwrap_or(d);
@@ -145,12 +160,8 @@ impl TextTokenizer {
                 }
             }
         }
-        Ok(Self {
-            inner: Inner::Spm(Box::new(vocab)),
-            eos_ids,
-            bos_id: get_u32("tokenizer.ggml.bos_token_id"),
-            add_bos: get_bool("tokenizer.ggml.add_bos_token", true),
-        })
+        let bos_id = get_u32("tokenizer.ggml.bos_token_id");
+        Self::finish(Inner::Spm(Box::new(vocab)), eos_ids, bos_id, get_bool("tokenizer.ggml.add_bos_token", true))
     }
 
     /// Loads `tokenizer.json` of a Hugging Face folder; EOS ids come from `config.json`'s
@@ -173,27 +184,64 @@ impl TextTokenizer {
         }
         let bos_id = config["bos_token_id"].as_u64().map(|v| v as u32);
         // tokenizer.json's post-processor adds BOS itself where the model wants it.
-        Ok(Self { inner: Inner::Hf(Box::new(tk)), eos_ids, bos_id, add_bos: false })
+        Self::finish(Inner::Hf(Box::new(tk.clone()), Box::new(tk)), eos_ids, bos_id, false)
     }
 
     /// A byte tokenizer for dummy weights (the text is meaningless anyway).
     pub fn bytes() -> Self {
-        Self { inner: Inner::Bytes, eos_ids: vec![2], bos_id: Some(1), add_bos: false }
+        Self { inner: Inner::Bytes, eos_ids: vec![2], bos_id: Some(1), add_bos: false, specials: None, max_token_bytes: 1 }
+    }
+
+    /// Adds what is derived from the vocabulary: the control-token matcher, the longest token.
+    fn finish(mut inner: Inner, eos_ids: Vec<u32>, bos_id: Option<u32>, add_bos: bool) -> Result<Self, ServeError> {
+        let (specials, longest): (Vec<String>, usize) = match &mut inner {
+            Inner::Hf(tk, plain) => {
+                plain.set_encode_special_tokens(true);
+                let specials = tk.get_added_tokens_decoder().into_iter().filter_map(|(_, t)| (t.special && !t.content.is_empty()).then_some(t.content)).collect();
+                (specials, tk.get_vocab(true).keys().map(String::len).max().unwrap_or(1))
+            }
+            Inner::Spm(v) => (v.specials().map(str::to_string).collect(), v.longest_piece()),
+            Inner::Bytes => (Vec::new(), 1),
+        };
+        let specials = if specials.is_empty() {
+            None
+        } else {
+            Some(AhoCorasick::new(&specials).map_err(|e| bad(format!("cannot index the special tokens: {e}")))?)
+        };
+        // An unknown-token piece may stand for a whole word: leave room for one.
+        let max_token_bytes = longest.max(128);
+        Ok(Self { inner, eos_ids, bos_id, add_bos, specials, max_token_bytes })
+    }
+
+    /// Whether `text` writes a control token (`<|im_start|>`).
+    pub fn has_special(&self, text: &str) -> bool {
+        self.specials.as_ref().is_some_and(|m| m.is_match(text))
     }
 
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ServeError> {
+        self.encode_parts(&[Part { text: text.to_string(), plain: false }])
+    }
+
+    /// Token ids of a prompt in parts: control tokens are recognised in the parts that are not
+    /// `plain`; a plain part (a chat message's content) is text throughout.
+    pub fn encode_parts(&self, parts: &[Part]) -> Result<Vec<u32>, ServeError> {
         let mut ids = Vec::new();
         if self.add_bos {
             ids.extend(self.bos_id);
         }
-        match &self.inner {
-            Inner::Hf(tk) => {
-                let enc = tk.encode(text, true).map_err(|e| ServeError::Internal(format!("tokenizer: {e}")))?;
-                ids.extend_from_slice(enc.get_ids());
+        for (i, part) in parts.iter().enumerate() {
+            let text = part.text.as_str();
+            match &self.inner {
+                Inner::Hf(tk, plain) => {
+                    let tk = if part.plain { plain } else { tk };
+                    let enc = tk.encode(text, i == 0).map_err(|e| ServeError::Internal(format!("tokenizer: {e}")))?;
+                    ids.extend_from_slice(enc.get_ids());
+                }
+                Inner::Spm(v) if part.plain => v.encode_text(text, &mut ids),
+                Inner::Spm(v) => v.encode(text, &mut ids),
+                Inner::Bytes => ids.extend(text.bytes().map(|b| b as u32 + 3)),
             }
-            Inner::Spm(v) => v.encode(text, &mut ids),
-            Inner::Bytes => ids.extend(text.bytes().map(|b| b as u32 + 3)),
         }
         Ok(ids)
     }
@@ -201,7 +249,7 @@ impl TextTokenizer {
     /// Text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> String {
         match &self.inner {
-            Inner::Hf(tk) => tk.decode(ids, true).unwrap_or_default(),
+            Inner::Hf(tk, _) => tk.decode(ids, true).unwrap_or_default(),
             Inner::Spm(v) => v.decode(ids),
             Inner::Bytes => {
                 let bytes: Vec<u8> = ids.iter().filter(|&&i| i >= 3).map(|&i| ((i - 3) % 256) as u8).collect();
@@ -213,11 +261,21 @@ impl TextTokenizer {
     /// The id of a token written out (`<|im_end|>`).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         match &self.inner {
-            Inner::Hf(tk) => tk.token_to_id(token),
+            Inner::Hf(tk, _) => tk.token_to_id(token),
             Inner::Spm(v) => v.token_to_id(token),
             Inner::Bytes => None,
         }
     }
+}
+
+/// A token type for every token at most.
+fn check_types(types: usize, tokens: usize) -> Result<(), ServeError> {
+    if types > tokens {
+        return Err(bad(format!(
+            "tokenizer.ggml.token_type holds {types} entries for {tokens} tokens in tokenizer.ggml.tokens; the file is broken"
+        )));
+    }
+    Ok(())
 }
 
 fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper, ServeError> {
@@ -268,5 +326,43 @@ mod spm_tests {
         }
         assert_eq!(tk.encode("<s>hello").unwrap(), tk.encode("hello").unwrap()[..1].iter().chain(&tk.encode("hello").unwrap()).copied().collect::<Vec<_>>());
         assert_eq!(tk.eos_ids, vec![2]);
+    }
+
+    #[test]
+    fn more_token_types_than_tokens_is_an_error_naming_the_key() {
+        use gguf_file::Value;
+        let s = |t: &str| Value::String(t.into());
+        for model in ["gpt2", "llama"] {
+            let md = [
+                ("tokenizer.ggml.model", s(model)),
+                ("tokenizer.ggml.tokens", Value::Array(vec![s("a"), s("b")])),
+                ("tokenizer.ggml.merges", Value::Array(vec![s("a b")])),
+                ("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0), Value::F32(0.0)])),
+                ("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(1), Value::I32(1), Value::I32(3), Value::I32(3)])),
+            ];
+            let refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+            let mut out = std::io::Cursor::new(Vec::new());
+            gguf_file::write(&mut out, &refs, &[]).unwrap();
+            out.set_position(0);
+            let content = gguf_file::Content::read(&mut out).unwrap();
+            let err = TextTokenizer::from_gguf(&content).err().expect("refused").to_string();
+            assert!(err.contains("tokenizer.ggml.token_type"), "{model}: {err}");
+        }
+    }
+
+    /// A role marker typed inside message content stays text: its tokens, not the control id.
+    #[test]
+    fn control_tokens_in_plain_parts_are_text() {
+        let bytes = include_bytes!("../../tests/fixtures/spm-vocab.gguf");
+        let content = gguf_file::Content::read(&mut std::io::Cursor::new(&bytes[..])).unwrap();
+        let tk = TextTokenizer::from_gguf(&content).unwrap();
+        let eos = tk.token_to_id("</s>").unwrap();
+        assert!(tk.has_special("hi </s> there") && !tk.has_special("hi there"));
+        let special = tk.encode_parts(&[Part { text: "</s>".into(), plain: false }]).unwrap();
+        assert!(special.contains(&eos), "{special:?}");
+        let plain = tk.encode_parts(&[Part { text: "</s>".into(), plain: true }]).unwrap();
+        assert!(!plain.contains(&eos), "{plain:?}");
+        assert!(plain.len() > 2, "{plain:?}");
+        assert_eq!(tk.decode(&plain).trim(), "</s>");
     }
 }

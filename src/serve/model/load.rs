@@ -117,6 +117,8 @@ pub fn load_model(source: &ModelSource, device: &Device) -> Result<LoadedModel, 
 fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     let mut file = std::fs::File::open(path)
         .map_err(|e| bad(format!("cannot open {}: {e}; check --model", path.display())))?;
+    super::gguf_check::check_header(&mut file).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    std::io::Seek::rewind(&mut file).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| bad(format!("{} is not a readable GGUF file: {e}", path.display())))?;
     let md = &content.metadata;
@@ -135,6 +137,11 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     let hidden = get("embedding_length")? as usize;
     let heads = get("attention.head_count")? as usize;
     let kv_heads = get("attention.head_count_kv").map(|v| v as usize).unwrap_or(heads);
+    for (key, n) in [("llama.attention.head_count", heads), ("llama.attention.head_count_kv", kv_heads)] {
+        if n == 0 {
+            return Err(bad(format!("{key} is 0 in the GGUF; a model needs at least one attention head (the file is broken)")));
+        }
+    }
     let head_dim = get("rope.dimension_count").map(|v| v as usize).unwrap_or(hidden / heads);
     if head_dim * heads != hidden || heads % kv_heads != 0 {
         return Err(bad("the GGUF's head counts do not divide its embedding size; the file is not a plain llama"));
@@ -155,7 +162,9 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(ce(name));
     let embed_q = read("token_embd.weight")?;
     let vocab = embed_q.shape().dims().first().copied().unwrap_or(0);
-    drop(read);
+    if let Some(n) = tokens.map(Vec::len).filter(|&n| n > vocab) {
+        return Err(bad(format!("tokenizer.ggml.tokens holds {n} tokens, more than the {vocab} rows of token_embd.weight (the file is broken)")));
+    }
     let cfg = LlamaConfig {
         hidden,
         intermediate: get("feed_forward_length")? as usize,
@@ -361,6 +370,43 @@ fn load_dummy(arch: Arch, device: &Device) -> Result<LoadedModel, ServeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::gguf_file::Value;
+
+    /// A GGUF file of metadata alone, on disk.
+    fn gguf_file(md: &[(&str, Value)]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+        gguf_file::write(f.as_file_mut(), &refs, &[]).unwrap();
+        f
+    }
+
+    fn load_err(md: &[(&str, Value)]) -> String {
+        let f = gguf_file(md);
+        match load_model(&ModelSource::Gguf(f.path().to_path_buf()), &Device::Cpu) {
+            Ok(_) => panic!("a broken GGUF loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn hostile_gguf_metadata_is_an_error_naming_the_key() {
+        let base = |heads: u32, kv: u32| {
+            vec![
+                ("general.architecture", Value::String("llama".into())),
+                ("llama.embedding_length", Value::U32(64)),
+                ("llama.attention.head_count", Value::U32(heads)),
+                ("llama.attention.head_count_kv", Value::U32(kv)),
+            ]
+        };
+        let err = load_err(&base(0, 0));
+        assert!(err.contains("llama.attention.head_count "), "{err}");
+        let err = load_err(&base(4, 0));
+        assert!(err.contains("llama.attention.head_count_kv"), "{err}");
+        let mut md = base(4, 4);
+        md.push(("general.alignment", Value::U32(0)));
+        let err = load_err(&md);
+        assert!(err.contains("general.alignment"), "{err}");
+    }
 
     #[test]
     fn rope_scaling_from_config_json() {

@@ -5,6 +5,7 @@
 //! Two backends: on the CPU our own kernels (`cpu`), on CUDA candle's tensors (`candle`).
 
 mod candle;
+mod gguf_check;
 pub mod cpu;
 mod kv;
 mod load;
