@@ -1,7 +1,8 @@
 //! One writer per file across processes: an advisory `flock` on a `.lock` file, taken before a file
 //! is fetched and released when the guard drops. The lock files are the ones Python's huggingface_hub
 //! takes (`{cache}/.locks/{repo folder}/{etag}.lock`, `.cache/huggingface/download/{path}.lock`), so a
-//! gpubench and a Python download of the same file wait for each other too. Lock files stay, as there.
+//! gpubench and a Python download of the same file wait for each other too. gpubench leaves its lock
+//! files in place; a holder that deletes its lock file when done (as huggingface_hub may) is coped with.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
@@ -28,7 +29,7 @@ pub async fn acquire(path: &Path, name: &str) -> Result<Guard, HubError> {
     let mut told = false;
     loop {
         match file.try_lock() {
-            // A holder that deletes the lock file when done (Python's does) leaves us holding a lock
+            // A holder that deletes the lock file when done leaves us holding a lock
             // on a file no longer there, which a newcomer would not see: then lock the new one.
             Ok(()) if !still_there(&file, path) => file = open()?,
             Ok(()) => return Ok(Guard { _file: file }),
