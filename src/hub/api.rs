@@ -9,7 +9,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::error::HubError;
-use super::names::RepoType;
+use super::names::{check_commit, check_etag, RepoType};
 use super::settings::Token;
 
 /// Redirects followed at most for one request.
@@ -20,9 +20,10 @@ const METADATA_ATTEMPTS: u32 = 4;
 /// What one file of a repository is, according to the HEAD of its resolve URL.
 #[derive(Debug, Clone)]
 pub struct FileMeta {
-    /// The commit the revision resolved to (`X-Repo-Commit`).
+    /// The commit the revision resolved to (`X-Repo-Commit`, checked: 40 lowercase hex digits).
     pub commit: String,
-    /// `X-Linked-Etag` or `ETag`, without `W/` and quotes: the sha256 for LFS files, the git blob sha1 otherwise.
+    /// `X-Linked-Etag` or `ETag`, without `W/` and quotes: the sha256 for LFS files, the git blob sha1
+    /// otherwise (checked: 40 or 64 lowercase hex digits).
     pub etag: String,
     /// `X-Linked-Size`, else `Content-Length` of a non-redirect answer.
     pub size: Option<u64>,
@@ -193,10 +194,11 @@ impl HubClient {
             url: url.to_string(),
             what: format!("repository info is not the expected JSON ({e})"),
         })?;
-        info.sha.filter(|s| !s.is_empty()).ok_or_else(|| HubError::Protocol {
+        let sha = info.sha.filter(|s| !s.is_empty()).ok_or_else(|| HubError::Protocol {
             url: url.to_string(),
             what: "repository info has no 'sha'".to_string(),
-        })
+        })?;
+        check_commit("the repository info's 'sha'", &sha)
     }
 
     /// Every file at a commit (`GET /api/{type}s/{repo}/tree/{commit}?recursive=true`, following `Link: rel="next"`).
@@ -254,8 +256,13 @@ impl HubClient {
             url: url.to_string(),
             what: "no X-Repo-Commit header".to_string(),
         })?;
-        let etag = text("x-linked-etag").or_else(|| text("etag")).map(|e| normalize_etag(&e)).filter(|e| !e.is_empty());
-        let etag = etag.ok_or_else(|| HubError::Protocol { url: url.to_string(), what: "no ETag header".to_string() })?;
+        let commit = check_commit("the X-Repo-Commit header", &commit)?;
+        // Both become file names (blobs/ETAG, ETAG.incomplete): checked before any path is built.
+        let etag = match (text("x-linked-etag"), text("etag")) {
+            (Some(linked), _) => check_etag("the X-Linked-Etag header", &linked)?,
+            (None, Some(etag)) => check_etag("the ETag header", &etag)?,
+            (None, None) => return Err(HubError::Protocol { url: url.to_string(), what: "no ETag header".to_string() }),
+        };
         let is_redirect = response.status().is_redirection();
         let size = text("x-linked-size")
             .or_else(|| if is_redirect { None } else { text("content-length") })
@@ -336,11 +343,6 @@ pub fn backoff(tries: u32) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1 << tries.saturating_sub(1).min(5)))
 }
 
-/// `W/"abc"` or `"abc"` -> `abc`.
-pub fn normalize_etag(etag: &str) -> String {
-    etag.trim().trim_start_matches("W/").trim_matches('"').to_string()
-}
-
 /// The target of `Link: <...>; rel="next"`.
 pub fn next_link(headers: &HeaderMap) -> Option<String> {
     for value in headers.get_all(reqwest::header::LINK) {
@@ -380,13 +382,6 @@ pub fn network_error(url: &Url, e: &reqwest::Error) -> HubError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn etags_are_normalized() {
-        assert_eq!(normalize_etag("W/\"abc\""), "abc");
-        assert_eq!(normalize_etag("\"abc\""), "abc");
-        assert_eq!(normalize_etag("abc"), "abc");
-    }
 
     #[test]
     fn next_link_is_found_among_others() {

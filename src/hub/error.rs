@@ -33,6 +33,14 @@ pub enum HubError {
     SizeMismatch { path: String, expected: u64, actual: u64 },
     #[error("refusing file name '{path}' from the server: {why}; it would be written outside the target folder (exclude it with --exclude, and report the repository)")]
     UnsafePath { path: String, why: &'static str },
+    #[error("refusing {field} '{value}' from the server: {expected}; nothing was written (check that HF_ENDPOINT points to a Hugging Face Hub or a compatible mirror)")]
+    BadValue { field: String, value: String, expected: &'static str },
+    #[error("'{path}' cannot be verified: {why}; it was not kept. Pass --no-verify to accept files without a checked digest (only from a server you trust)")]
+    Unverified { path: String, why: String },
+    #[error("'{path}': the server sent more than the {expected} bytes it announced; the download was cut there and deleted: run again (if it repeats, a proxy or mirror alters the data)")]
+    TooLong { path: String, expected: u64 },
+    #[error("not enough free space in {dir} for '{path}': it needs {need}, {free} is free; free some space or choose another --cache-dir / --local-dir")]
+    NoSpace { dir: PathBuf, path: String, need: String, free: String },
     #[error("disk full while writing {path}: free some space or choose another --cache-dir / --local-dir")]
     DiskFull { path: PathBuf },
     #[error("cannot write {path}: {source}; check the permissions of that folder or choose another --cache-dir / --local-dir")]

@@ -12,7 +12,7 @@ use base64::Engine;
 use sha1::{Digest, Sha1};
 
 use super::error::HubError;
-use super::names::{check_repo_path, RepoType};
+use super::names::{check_repo_path, is_commit_hash, RepoType};
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by huggingface_hub.\n\
@@ -45,6 +45,12 @@ impl CacheRepo {
         self.folder.join("blobs").join(format!("{etag}.incomplete"))
     }
 
+    /// `{cache}/.locks/{repo folder}/{etag}.lock`, where Python's huggingface_hub locks the same blob.
+    pub fn blob_lock(&self, etag: &str) -> PathBuf {
+        let folder = self.folder.file_name().map(PathBuf::from).unwrap_or_default();
+        self.cache_dir.join(".locks").join(folder).join(format!("{etag}.lock"))
+    }
+
     pub fn snapshot(&self, commit: &str) -> PathBuf {
         self.folder.join("snapshots").join(commit)
     }
@@ -58,7 +64,8 @@ impl CacheRepo {
         check_repo_path(revision).ok()?;
         let text = std::fs::read_to_string(join(&self.folder.join("refs"), revision)).ok()?;
         let commit = text.trim().to_string();
-        (!commit.is_empty()).then_some(commit)
+        // It becomes a folder name (snapshots/COMMIT): only a commit id is taken.
+        is_commit_hash(&commit).then_some(commit)
     }
 
     /// Records `refs/{revision}` (only for names that are not the commit itself).
@@ -81,7 +88,7 @@ impl CacheRepo {
         }
         let tag = self.cache_dir.join("CACHEDIR.TAG");
         if !tag.exists() {
-            let _ = std::fs::write(&tag, CACHEDIR_TAG);
+            let _ = crate::report::write_atomically(&tag, CACHEDIR_TAG.as_bytes());
         }
         Ok(())
     }
@@ -94,8 +101,14 @@ impl CacheRepo {
         }
         let depth = path.split('/').count() - 1;
         let target = format!("{}../../blobs/{etag}", "../".repeat(depth));
-        let _ = std::fs::remove_file(&pointer);
-        make_link(&target, &self.blob(etag), &pointer).map_err(|e| HubError::io(&pointer, e))?;
+        // Made under a unique name, then renamed over the old entry: another process linking the
+        // same file at the same time never sees it missing, and neither fails.
+        let tmp = crate::report::temp_sibling(&pointer);
+        make_link(&target, &self.blob(etag), &tmp).map_err(|e| HubError::io(&tmp, e))?;
+        if let Err(e) = std::fs::rename(&tmp, &pointer) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(HubError::io(&pointer, e));
+        }
         Ok(pointer)
     }
 
@@ -163,6 +176,11 @@ impl LocalDir {
         join(&self.download_dir(), &format!("{path}.metadata"))
     }
 
+    /// `.cache/huggingface/download/{path}.lock`, where Python's huggingface_hub locks the same file.
+    pub fn lock(&self, path: &str) -> PathBuf {
+        join(&self.download_dir(), &format!("{path}.lock"))
+    }
+
     /// `{short hash of the metadata file name}.{etag}.incomplete` beside the metadata, as Python names it.
     pub fn incomplete(&self, path: &str, etag: &str) -> PathBuf {
         let metadata = self.metadata(path);
@@ -179,7 +197,7 @@ impl LocalDir {
         for (name, text) in [(".gitignore", "*"), ("CACHEDIR.TAG", CACHEDIR_TAG)] {
             let p = hf.join(name);
             if !p.exists() {
-                let _ = std::fs::write(&p, text);
+                let _ = crate::report::write_atomically(&p, text.as_bytes());
             }
         }
         Ok(())
@@ -229,8 +247,15 @@ mod tests {
         assert_eq!(std::fs::read_link(&p).unwrap(), PathBuf::from("../../../../blobs/e1"));
         assert_eq!(std::fs::read(&p).unwrap(), b"x");
         assert_eq!(c.snapshot_files("c1"), vec!["sub/dir/f.txt".to_string()]);
-        c.write_ref("main", "c1").unwrap();
-        assert_eq!(c.read_ref("main").as_deref(), Some("c1"));
+        let commit = "c1".repeat(20);
+        c.write_ref("main", &commit).unwrap();
+        assert_eq!(c.read_ref("main").as_deref(), Some(commit.as_str()));
+        std::fs::write(c.folder.join("refs/main"), "../../elsewhere").unwrap();
+        assert_eq!(c.read_ref("main"), None, "a ref that is no commit id is not followed");
+        let again = c.link("c1", "sub/dir/f.txt", "e1").unwrap();
+        assert_eq!(std::fs::read(&again).unwrap(), b"x", "linking again replaces the entry");
+        assert_eq!(std::fs::read_dir(again.parent().unwrap()).unwrap().count(), 1, "no temporary name is left");
+        assert_eq!(c.blob_lock("e1"), dir.path().join(".locks/models--o--n/e1.lock"));
         assert_eq!(c.read_ref("../x"), None);
         assert!(dir.path().join("CACHEDIR.TAG").exists());
     }

@@ -4,6 +4,7 @@
 pub mod api;
 mod error;
 pub mod layout;
+mod lock;
 pub mod names;
 mod plan;
 mod progress;
@@ -24,7 +25,9 @@ HF_HOME (default ~/.cache/huggingface), HF_HUB_CACHE (default $HF_HOME/hub), HF_
 
 The last line on stdout is the snapshot folder (or, for one FILE, its path), as `hf download` prints it.
 Interrupted downloads resume from *.incomplete files; every file is checked against its sha256 (LFS)
-or git blob id before it appears.
+or git blob id before it appears (a file the server gives no such digest for is refused, unless
+--no-verify). Commit ids and etags from the server are checked before they name a file; a lock per
+file keeps two downloads into the same cache or folder from writing it at once.
 
 Examples:
   gpubench download HuggingFaceTB/SmolLM2-135M-Instruct --local-dir ./model
@@ -78,6 +81,11 @@ pub struct DownloadArgs {
     /// Print a JSON summary on stdout instead of the path.
     #[arg(long)]
     pub json: bool,
+    /// Keep files for which the server gives no digest that can be checked (no sha256, or a git
+    /// blob id without the size), unverified. Only for a server you trust: such a file may be
+    /// anything. A digest that does not match still fails.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// Runs the command: downloads, then prints the path (or the JSON summary) on stdout.

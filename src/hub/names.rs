@@ -56,6 +56,45 @@ pub fn is_commit_hash(rev: &str) -> bool {
     rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+/// A commit id from the server (`X-Repo-Commit`, the repository info's `sha`), checked before it
+/// becomes a folder name: exactly 40 lowercase hex digits.
+pub fn check_commit(source: &str, value: &str) -> Result<String, HubError> {
+    if is_commit_hash(value) {
+        Ok(value.to_string())
+    } else {
+        Err(bad_value(source, value, "a commit id is 40 lowercase hex digits"))
+    }
+}
+
+/// An etag from the server (`ETag`, `X-Linked-Etag`, a tree entry's oid), checked before it becomes
+/// a file name: after `W/` and quotes are stripped, a git blob id (40) or a sha256 (64) in lowercase hex.
+pub fn check_etag(source: &str, raw: &str) -> Result<String, HubError> {
+    let etag = raw.trim().trim_start_matches("W/").trim_matches('"');
+    let hex = etag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex && (etag.len() == 40 || etag.len() == 64) {
+        Ok(etag.to_string())
+    } else {
+        Err(bad_value(source, raw, "an etag is a git blob id or a sha256: 40 or 64 lowercase hex digits"))
+    }
+}
+
+fn bad_value(source: &str, value: &str, expected: &'static str) -> HubError {
+    // Shown with control characters escaped and cut short: the value came from the network.
+    let mut shown = String::new();
+    for c in value.chars() {
+        if shown.len() >= 120 {
+            shown.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    HubError::BadValue { field: source.to_string(), value: shown, expected }
+}
+
 /// A file path from the server or the command line, refused if it could escape the target folder
 /// (absolute, `..`, drive letters, backslashes, empty segments, NUL).
 pub fn check_repo_path(path: &str) -> Result<(), HubError> {
@@ -153,6 +192,28 @@ mod tests {
         let all = Selection::new(&[], &[]).unwrap();
         assert!(all.matches("anything/at/all"));
         assert!(matches!(Selection::new(&["a[".into()], &[]), Err(HubError::Usage(_))));
+    }
+
+    #[test]
+    fn values_from_the_server_that_become_paths_are_checked() {
+        let sha1 = "0123456789abcdef0123456789abcdef01234567";
+        let sha256 = "b".repeat(64);
+        assert_eq!(check_commit("X-Repo-Commit", sha1).unwrap(), sha1);
+        for bad in ["", "main", "../../x", &sha1.to_uppercase(), &format!("{sha1}0"), &format!("{}/", &sha1[..39])] {
+            let e = check_commit("X-Repo-Commit", bad).unwrap_err();
+            assert!(e.to_string().contains("X-Repo-Commit"), "{e}");
+        }
+        assert_eq!(check_etag("ETag", &format!("W/\"{sha1}\"")).unwrap(), sha1);
+        assert_eq!(check_etag("X-Linked-Etag", &format!("\"{sha256}\"")).unwrap(), sha256);
+        for bad in ["\"../../../tmp/x\"", "", "\"\"", "abc", &"A".repeat(64), &"g".repeat(40), &"a".repeat(32), &format!("{sha1}/x")] {
+            let e = check_etag("ETag", bad).unwrap_err();
+            assert!(matches!(e, HubError::BadValue { .. }), "{bad}");
+        }
+        let e = check_etag("ETag", "\"../../../tmp/x\"").unwrap_err().to_string();
+        assert!(e.contains("ETag") && e.contains("../../../tmp/x"), "{e}");
+        let long = check_etag("ETag", &"x".repeat(10_000)).unwrap_err().to_string();
+        assert!(long.len() < 400 && long.contains("..."), "{long}");
+        assert!(check_etag("ETag", "a\nb").unwrap_err().to_string().contains("a\\nb"));
     }
 
     #[test]

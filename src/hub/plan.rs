@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::api::HubClient;
 use super::error::HubError;
 use super::layout::{CacheRepo, LocalDir};
-use super::names::{check_repo_id, check_repo_path, is_commit_hash, Selection};
+use super::lock;
+use super::names::{check_etag, check_repo_id, check_repo_path, is_commit_hash, Selection};
 use super::progress::Progress;
 use super::settings::{self, Env};
 use super::transfer::{self, Job};
@@ -124,7 +125,8 @@ pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result
                 continue;
             }
             check_repo_path(&item.path)?;
-            entries.push(Entry { size: item.file_size(), etag: item.etag().map(str::to_string), path: item.path });
+            let etag = item.etag().map(|e| check_etag(&format!("the tree listing's oid of '{}'", item.path), e)).transpose()?;
+            entries.push(Entry { size: item.file_size(), etag, path: item.path });
         }
         entries
     } else {
@@ -264,6 +266,8 @@ async fn fetch_one(
                 report.status = if blob.exists() { "link" } else { "download" };
                 return Ok(report);
             }
+            // One process fetches a blob; another one waits, then finds it there.
+            let _lock = if blob.exists() { None } else { Some(lock::acquire(&c.blob_lock(&meta.etag), &entry.path).await?) };
             if blob.exists() {
                 report.status = "linked";
                 progress.add(size.unwrap_or(0) as i64);
@@ -277,6 +281,7 @@ async fn fetch_one(
                     incomplete: c.blob_incomplete(&meta.etag),
                     dest: blob.clone(),
                     connections: usize::from(args.connections),
+                    no_verify: args.no_verify,
                 };
                 let outcome = transfer::fetch(client, &job, progress, &bar).await;
                 bar.finish_and_clear();
@@ -293,6 +298,13 @@ async fn fetch_one(
                 report.status = "download";
                 return Ok(report);
             }
+            let _lock = lock::acquire(&l.lock(&entry.path), &entry.path).await?;
+            // Another process may have fetched it while this one waited.
+            if l.read(&entry.path).is_some_and(|side| side.etag == meta.etag) && report.local_path.is_file() {
+                report.status = "present";
+                progress.add(size.unwrap_or(0) as i64);
+                return Ok(report);
+            }
             let bar = progress.file(&entry.path, size);
             let job = Job {
                 name: &entry.path,
@@ -302,6 +314,7 @@ async fn fetch_one(
                 incomplete: l.incomplete(&entry.path, &meta.etag),
                 dest: report.local_path.clone(),
                 connections: usize::from(args.connections),
+                no_verify: args.no_verify,
             };
             let outcome = transfer::fetch(client, &job, progress, &bar).await;
             bar.finish_and_clear();

@@ -321,11 +321,14 @@ fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<
     Ok(())
 }
 
+/// What the hashing thread ends with: the digest (`None` for etags of no known kind), or a read error.
+type Digested = std::io::Result<Option<(&'static str, String)>>;
+
 /// A thread that hashes the file's complete prefix as it grows, reading it back from the file.
 struct ReadBack {
     tx: Option<mpsc::Sender<u64>>,
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<std::io::Result<Option<(&'static str, String)>>>>,
+    handle: Option<std::thread::JoinHandle<Digested>>,
 }
 
 impl ReadBack {

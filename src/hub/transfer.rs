@@ -42,6 +42,8 @@ pub struct Job<'a> {
     pub dest: PathBuf,
     /// Connections for one large file (parallel ranges); 1: a single stream.
     pub connections: usize,
+    /// Keep the file even when no digest could be checked (`--no-verify`).
+    pub no_verify: bool,
 }
 
 /// What a finished transfer did.
@@ -63,6 +65,9 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
     let resumed = resume_point(job).map_err(|e| HubError::io(&job.incomplete, e))?;
     if resumed > 0 {
         tracing::info!("resuming {} from byte {resumed}", job.name);
+    }
+    if let (Some(size), Some(dir)) = (job.size, job.incomplete.parent()) {
+        check_space(dir, size.saturating_sub(resumed), job.name)?;
     }
     bar.set_position(resumed);
     progress.add(resumed as i64);
@@ -93,7 +98,14 @@ pub async fn fetch(client: &HubClient, job: &Job<'_>, progress: &Progress, bar: 
     if let Some(e) = error {
         return Err(HubError::io(&job.incomplete, e));
     }
-    let (fetched, expected) = network?;
+    let (fetched, expected) = match network {
+        Err(e @ HubError::TooLong { .. }) => {
+            drop(disk);
+            let _ = std::fs::remove_file(&job.incomplete);
+            return Err(e);
+        }
+        other => other?,
+    };
     let (length, digest) = blocking(|| disk.finish()).map_err(|e| HubError::io(&job.incomplete, e))?;
     let outcome = Outcome { fetched: fetched + fetched_in_ranges, resumed: resumed.min(length), size: length };
     finish(job, expected, length, digest, outcome)
@@ -122,6 +134,7 @@ fn resume_point(job: &Job<'_>) -> std::io::Result<u64> {
 }
 
 /// Checks size and digest, then renames the partial file into place (or deletes it when wrong).
+/// Without a digest that could be checked, the file is refused unless `--no-verify` was given.
 fn finish(
     job: &Job<'_>,
     expected: Option<u64>,
@@ -133,23 +146,43 @@ fn finish(
         let _ = std::fs::remove_file(&job.incomplete);
         return Err(HubError::SizeMismatch { path: job.name.to_string(), expected, actual: length });
     }
-    if let Some((algo, actual)) = digest {
-        if !actual.eq_ignore_ascii_case(job.etag) {
-            let _ = std::fs::remove_file(&job.incomplete);
-            return Err(HubError::Integrity {
-                path: job.name.to_string(),
-                algo,
-                expected: job.etag.to_string(),
-                actual,
-                size: length,
-            });
+    let Some((algo, actual)) = digest else {
+        if job.no_verify {
+            tracing::warn!("{}: kept without a checked digest (--no-verify)", job.name);
+            return publish(job, outcome);
         }
+        let _ = std::fs::remove_file(&job.incomplete);
+        let why = if job.etag.len() == 40 {
+            format!("the server gave its git blob id ({}) but not its size, which that check needs", job.etag)
+        } else {
+            format!("the server gave no sha256 or git blob id for it (etag '{}')", job.etag)
+        };
+        return Err(HubError::Unverified { path: job.name.to_string(), why });
+    };
+    if !actual.eq_ignore_ascii_case(job.etag) {
+        let _ = std::fs::remove_file(&job.incomplete);
+        return Err(HubError::Integrity { path: job.name.to_string(), algo, expected: job.etag.to_string(), actual, size: length });
     }
+    publish(job, outcome)
+}
+
+/// Renames the checked partial file into place.
+fn publish(job: &Job<'_>, outcome: Outcome) -> Result<Outcome, HubError> {
     if let Some(parent) = job.dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
     }
     std::fs::rename(&job.incomplete, &job.dest).map_err(|e| HubError::io(&job.dest, e))?;
     Ok(outcome)
+}
+
+/// Refuses to start writing `need` more bytes into `dir` when its filesystem has less free.
+pub(super) fn check_space(dir: &Path, need: u64, name: &str) -> Result<(), HubError> {
+    let Some(free) = crate::util::free_bytes(dir) else { return Ok(()) };
+    if need <= free {
+        return Ok(());
+    }
+    let human = |n: u64| format!("{} ({n} bytes)", indicatif::HumanBytes(n));
+    Err(HubError::NoSpace { dir: dir.to_path_buf(), path: name.to_string(), need: human(need), free: human(free) })
 }
 
 /// Hands received bytes to the disk in batches of about 1 MiB: few hand-offs between threads, so
@@ -301,18 +334,28 @@ async fn attempt(
     let url = response.url().clone();
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| super::api::network_error(&url, &e))?;
-        let n = chunk.len() as u64;
+        let mut chunk = chunk.map_err(|e| super::api::network_error(&url, &e))?;
+        let mut n = chunk.len() as u64;
         if n == 0 {
             continue;
         }
-        if !sink.push(chunk).await {
+        // Never more than announced: the excess is not written, and the file fails.
+        let room = (*expected).map_or(u64::MAX, |size| size.saturating_sub(*offset));
+        let too_long = n > room;
+        if too_long {
+            chunk.truncate(room as usize);
+            n = room;
+        }
+        if n > 0 && !sink.push(chunk).await {
             return Ok(false);
         }
         *offset += n;
         *fetched += n;
         bar.inc(n);
         progress.add(n as i64);
+        if too_long {
+            return Err(HubError::TooLong { path: job.name.to_string(), expected: (*expected).unwrap_or(*offset) });
+        }
     }
     match *expected {
         Some(size) if *offset < size => Err(HubError::Network {
@@ -522,6 +565,18 @@ mod tests {
         assert_eq!(content_range(&h), Some((100, Some(1000))));
         h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 5-9/*"));
         assert_eq!(content_range(&h), Some((5, None)));
+    }
+
+    #[test]
+    fn a_download_that_cannot_fit_is_refused_naming_need_and_free() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_space(dir.path(), 0, "f").is_ok());
+        if crate::util::free_bytes(dir.path()).is_some() {
+            let e = check_space(dir.path(), u64::MAX, "big.bin").unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(e, HubError::NoSpace { .. }), "{text}");
+            assert!(text.contains("big.bin") && text.contains(&format!("{} bytes", u64::MAX)) && text.contains("free"), "{text}");
+        }
     }
 
     #[test]

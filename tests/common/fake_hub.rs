@@ -105,6 +105,20 @@ pub struct Options {
     pub foreign_links: bool,
     /// The first N hub requests are answered 503, then 429, alternately (a busy Hub).
     pub busy: u32,
+    /// A hostile or broken Hub: this `ETag` on every resolve answer.
+    pub etag: Option<String>,
+    /// This `X-Linked-Etag` on LFS resolve answers.
+    pub linked_etag: Option<String>,
+    /// This `X-Repo-Commit` on resolve answers.
+    pub repo_commit: Option<String>,
+    /// This `sha` in the repository info.
+    pub api_sha: Option<String>,
+    /// HEAD answers for non-LFS files carry no size (no `Content-Length`).
+    pub head_without_size: bool,
+    /// CDN bodies carry this many bytes more than the file (announced in their `Content-Length`).
+    pub extra_bytes: usize,
+    /// The CDN waits this long before each chunk (so that two clients overlap).
+    pub chunk_delay_ms: u64,
 }
 
 impl Default for Options {
@@ -119,6 +133,13 @@ impl Default for Options {
             renamed: HashMap::new(),
             foreign_links: false,
             busy: 0,
+            etag: None,
+            linked_etag: None,
+            repo_commit: None,
+            api_sha: None,
+            head_without_size: false,
+            extra_bytes: 0,
+            chunk_delay_ms: 0,
         }
     }
 }
@@ -315,7 +336,7 @@ async fn hub_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
     if is_api {
         s.stats.lock().expect("stats").api_calls += 1;
         return match rest[0].as_str() {
-            "revision" => repo_info(&repo_id, &commit, files),
+            "revision" => repo_info(&repo_id, s.options.api_sha.as_deref().unwrap_or(&commit), files),
             "tree" => tree(&s, &path, &query, files),
             _ => error(StatusCode::NOT_FOUND, "", "not found"),
         };
@@ -379,6 +400,21 @@ fn tree(s: &Shared, path: &str, query: &str, files: &[FakeFile]) -> Response {
 }
 
 fn resolve(s: &Shared, method: &Method, headers: &HeaderMap, commit: &str, file: &FakeFile) -> Response {
+    let mut r = resolve_answer(s, method, headers, commit, file);
+    let h = r.headers_mut();
+    let o = &s.options;
+    for (name, value) in [("etag", &o.etag), ("x-repo-commit", &o.repo_commit)] {
+        if let Some(v) = value {
+            h.insert(name, HeaderValue::from_str(v).expect("header"));
+        }
+    }
+    if let (Some(v), true) = (&o.linked_etag, file.lfs) {
+        h.insert("x-linked-etag", HeaderValue::from_str(v).expect("header"));
+    }
+    r
+}
+
+fn resolve_answer(s: &Shared, method: &Method, headers: &HeaderMap, commit: &str, file: &FakeFile) -> Response {
     let _ = headers;
     if method == Method::HEAD {
         s.stats.lock().expect("stats").heads += 1;
@@ -396,11 +432,19 @@ fn resolve(s: &Shared, method: &Method, headers: &HeaderMap, commit: &str, file:
     if method == Method::GET {
         *s.stats.lock().expect("stats").hub_file_gets.entry(file.path.clone()).or_default() += 1;
     }
-    let mut r = if method == Method::HEAD { Response::new(Body::empty()) } else { Response::new(Body::from(file.content.clone())) };
+    let head = method == Method::HEAD;
+    let mut r = match (head, s.options.head_without_size) {
+        // A body of unknown length: the server cannot announce a Content-Length.
+        (true, true) => Response::new(Body::from_stream(futures_util::stream::empty::<Result<Bytes, std::io::Error>>())),
+        (true, false) => Response::new(Body::empty()),
+        (false, _) => Response::new(Body::from(file.content.clone())),
+    };
     let h = r.headers_mut();
     h.insert("x-repo-commit", HeaderValue::from_str(commit).expect("header"));
     h.insert("etag", HeaderValue::from_str(&format!("W/\"{}\"", file.git_oid())).expect("header"));
-    h.insert("content-length", HeaderValue::from(file.content.len()));
+    if !(head && s.options.head_without_size) {
+        h.insert("content-length", HeaderValue::from(file.content.len()));
+    }
     r
 }
 
@@ -436,6 +480,11 @@ async fn cdn_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
         v[mid] ^= 0xff;
         content = Bytes::from(v);
     }
+    if s.options.extra_bytes > 0 {
+        let mut v = content.to_vec();
+        v.resize(v.len() + s.options.extra_bytes, 0);
+        content = Bytes::from(v);
+    }
     let total = content.len() as u64;
     // `bytes=a-` or `bytes=a-b` (b inclusive, clipped to the end).
     let asked = match (&range, s.options.ignore_range) {
@@ -462,6 +511,7 @@ async fn cdn_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Body::empty()
     } else {
         let chunk = s.options.chunk as u64;
+        let delay = std::time::Duration::from_millis(s.options.chunk_delay_ms);
         let shared = s.clone();
         let sha = sha.to_string();
         let stream = futures_util::stream::unfold(from, move |pos| {
@@ -471,6 +521,9 @@ async fn cdn_handler(State(s): State<Arc<Shared>>, req: Request) -> Response {
             async move {
                 if pos >= until {
                     return None;
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
                 if let Some(at) = drop_at {
                     if pos >= at {
