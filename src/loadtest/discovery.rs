@@ -1,5 +1,5 @@
 //! What load-test learns from the target before a run: its API (from the URL path), whether
-//! it accepts connections, and its model list (`GET /v1/models`).
+//! it accepts connections, and its model list (`GET /v1/models`, or Ollama's `GET /api/tags`).
 
 use std::time::Duration;
 
@@ -53,20 +53,24 @@ pub(super) async fn check_reachable(url: &reqwest::Url) -> Result<(), LoadTestEr
     }
 }
 
-/// The server's base URL: everything before `/v1/` or the last path segment.
+/// The server's base URL: everything before `/v1/`, Ollama's `/api/generate` or `/api/chat`,
+/// or the last path segment.
 pub(super) fn base_url(url: &reqwest::Url) -> reqwest::Url {
     let mut base = url.clone();
     let path = url.path();
-    let cut = path.find("/v1/").unwrap_or_else(|| path.rfind('/').unwrap_or(0));
+    let trimmed = path.trim_end_matches('/');
+    let ollama = ["/api/generate", "/api/chat"].iter().find_map(|s| trimmed.strip_suffix(s)).map(str::len);
+    let cut = path.find("/v1/").or(ollama).unwrap_or_else(|| path.rfind('/').unwrap_or(0));
     base.set_path(&path[..cut]);
     base.set_query(None);
     base
 }
 
-/// Asks the server for `/v1/models` (best effort): the report's self-description.
-pub(super) async fn describe_server(url: &reqwest::Url) -> Option<serde_json::Value> {
+/// Asks the server for its model list at `route` (`/v1/models`, or Ollama's `/api/tags`;
+/// best effort): the report's self-description.
+pub(super) async fn describe_server(url: &reqwest::Url, route: &str) -> Option<serde_json::Value> {
     let mut models = base_url(url);
-    let path = format!("{}/v1/models", models.path().trim_end_matches('/'));
+    let path = format!("{}{route}", models.path().trim_end_matches('/'));
     models.set_path(&path);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
     let resp = client.get(models).send().await.ok()?;
@@ -76,14 +80,14 @@ pub(super) async fn describe_server(url: &reqwest::Url) -> Option<serde_json::Va
     resp.json::<serde_json::Value>().await.ok()
 }
 
+/// The first model of a `/v1/models` answer (`data[0].id`) or of Ollama's `/api/tags`
+/// (`models[0].name`).
 pub(super) fn first_model(url: &reqwest::Url, models: Option<&serde_json::Value>) -> Result<String, LoadTestError> {
-    models
-        .and_then(|m| m.get("data"))
-        .and_then(|d| d.as_array())
-        .and_then(|d| d.first())
-        .and_then(|m| m.get("id"))
-        .and_then(|id| id.as_str())
-        .map(str::to_string)
+    let pick = |list: &str, field: &str| {
+        models?.get(list)?.as_array()?.first()?.get(field)?.as_str().map(str::to_string)
+    };
+    pick("data", "id")
+        .or_else(|| pick("models", "name"))
         .ok_or_else(|| {
             LoadTestError::Failed(format!(
                 "could not learn the model name from {}/v1/models: pass --model NAME",
@@ -104,4 +108,24 @@ pub(super) async fn is_tgi(url: &reqwest::Url) -> bool {
         return false;
     }
     resp.json::<serde_json::Value>().await.ok().is_some_and(|v| v.get("model_id").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_and_model_lists() {
+        let base = |u: &str| base_url(&reqwest::Url::parse(u).unwrap()).to_string();
+        assert_eq!(base("http://h:11434/api/generate"), "http://h:11434/");
+        assert_eq!(base("http://h/ollama/api/chat/"), "http://h/ollama");
+        assert_eq!(base("http://h:8000/v1/chat/completions"), "http://h:8000/");
+        assert_eq!(base("http://h:8080/generate_stream"), "http://h:8080/");
+        let url = reqwest::Url::parse("http://h/api/chat").unwrap();
+        let tags = serde_json::json!({"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest"}]});
+        assert_eq!(first_model(&url, Some(&tags)).unwrap(), "llama3.2:latest");
+        let v1 = serde_json::json!({"data": [{"id": "m"}]});
+        assert_eq!(first_model(&url, Some(&v1)).unwrap(), "m");
+        assert!(first_model(&url, None).is_err());
+    }
 }

@@ -157,7 +157,11 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         api = ApiKind::TgiGenerate;
     }
     let mut environment = EnvironmentStamp::collect();
-    let server = describe_server(&urls[0]).await;
+    let mut server = describe_server(&urls[0], "/v1/models").await;
+    if server.is_none() && api.ndjson() {
+        // Ollama's own model list: older versions have no /v1/models.
+        server = describe_server(&urls[0], "/api/tags").await;
+    }
     let model = match (&args.model, api.needs_model()) {
         (Some(m), _) => Some(m.clone()),
         (None, true) => Some(first_model(&urls[0], server.as_ref())?),

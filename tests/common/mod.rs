@@ -1,8 +1,9 @@
-//! Test helpers: in-process fake LLM servers speaking the seed and OpenAI APIs, the real
+//! Test helpers: in-process fake LLM servers speaking the seed, OpenAI, Ollama and TGI APIs, the real
 //! `gpubench serve` as a child process, and the committed report schema.
 #![allow(dead_code)]
 
 pub mod fake_llm;
+pub mod fake_native;
 pub mod llama_server;
 pub mod origin_only;
 pub mod serve;
