@@ -1,4 +1,5 @@
-//! Small helpers shared by the commands: parsers, and the free space of a filesystem.
+//! Small helpers shared by the commands: parsers, the free space of a filesystem, and the
+//! stop signals.
 
 use std::time::Duration;
 
@@ -71,5 +72,30 @@ mod tests {
         assert_eq!(human_ms(12.34), "12.3 ms");
         assert_eq!(human_ms(250.0), "250 ms");
         assert_eq!(human_ms(2410.0), "2.41 s");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (a CI timeout, a pod stopping): every command that must
+/// clean up or keep its partial results waits on this.
+pub async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
     }
 }

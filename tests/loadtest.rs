@@ -7,32 +7,8 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use common::fake_llm::{Fault, FakeConfig, FakeServer};
+use common::load_test;
 use serde_json::Value;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    report: Option<Value>,
-}
-
-fn load_test(args: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("report.json");
-    let mut cmd = Command::cargo_bin("gpubench").unwrap();
-    cmd.arg("load-test").args(args).arg("--out").arg(&out).timeout(Duration::from_secs(60));
-    let output = cmd.output().unwrap();
-    let report = std::fs::read_to_string(&out).ok().map(|t| serde_json::from_str::<Value>(&t).unwrap());
-    if let Some(r) = &report {
-        common::assert_valid_report(r);
-    }
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        report,
-    }
-}
 
 fn ms(report: &Value, metric: &str, stat: &str) -> f64 {
     report["latency_ms"][metric][stat].as_f64().unwrap_or_else(|| panic!("no latency_ms.{metric}.{stat} in {report:#}"))

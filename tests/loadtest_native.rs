@@ -5,28 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use assert_cmd::Command;
 use common::fake_native::{NativeConfig, NativeFault, NativeServer};
+
+/// `gpubench load-test ARGS --timeout 10s`.
+fn load_test(args: &[&str]) -> common::LoadTestRun {
+    let mut all = args.to_vec();
+    all.extend(["--timeout", "10s"]);
+    common::load_test(&all)
+}
 use serde_json::Value;
-
-struct Run {
-    code: i32,
-    stderr: String,
-    report: Option<Value>,
-}
-
-fn load_test(args: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("report.json");
-    let mut cmd = Command::cargo_bin("gpubench").unwrap();
-    cmd.arg("load-test").args(args).arg("--out").arg(&out).arg("--timeout").arg("10s").timeout(Duration::from_secs(60));
-    let output = cmd.output().unwrap();
-    let report = std::fs::read_to_string(&out).ok().map(|t| serde_json::from_str::<Value>(&t).unwrap());
-    if let Some(r) = &report {
-        common::assert_valid_report(r);
-    }
-    Run { code: output.status.code().unwrap_or(-1), stderr: String::from_utf8_lossy(&output.stderr).into_owned(), report }
-}
 
 /// A run that must succeed; its report.
 fn ok_run(args: &[&str]) -> Value {

@@ -3,40 +3,17 @@
 
 mod common;
 
-use std::time::Duration;
 
-use assert_cmd::Command;
 use common::llama_server::LlamaServer;
+use common::load_test;
 use common::origin_only::OriginOnlyServer;
-use serde_json::Value;
-
-fn load_test(args: &[&str]) -> (i32, String, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("report.json");
-    let output = Command::cargo_bin("gpubench")
-        .unwrap()
-        .arg("load-test")
-        .args(args)
-        .arg("--out")
-        .arg(&out)
-        .timeout(Duration::from_secs(240))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let report = std::fs::read_to_string(&out)
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap_or(Value::Null);
-    if !report.is_null() {
-        common::assert_valid_report(&report);
-    }
-    (output.status.code().unwrap_or(-1), stderr, report)
-}
 
 #[test]
 fn request_lines_are_origin_form() {
     let server = OriginOnlyServer::start();
-    let (code, stderr, r) = load_test(&["--url", &server.url("/v1/completions"), "-c", "2", "-n", "6", "--max-tokens", "4"]);
-    assert_eq!(code, 0, "{stderr}");
+    let run = load_test(&["--url", &server.url("/v1/completions"), "-c", "2", "-n", "6", "--max-tokens", "4"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.r();
     assert_eq!(r["counts"]["ok"], 6, "{r:#}");
     assert_eq!(r["target"]["model"], "origin-model", "the /v1/models probe reached the server");
     let lines = server.lines.lock().unwrap().clone();
@@ -50,9 +27,9 @@ fn request_lines_are_origin_form() {
 fn streamed_chat_and_completions_against_llama_server() {
     let Some(server) = LlamaServer::start(&[]) else { return };
     for path in ["/v1/chat/completions", "/v1/completions"] {
-        let (code, stderr, r) =
-            load_test(&["--url", &server.url(path), "--stream", "-c", "2", "-n", "4", "--max-tokens", "8", "--temperature", "0"]);
-        assert_eq!(code, 0, "{path}: {stderr}");
+        let run = load_test(&["--url", &server.url(path), "--stream", "-c", "2", "-n", "4", "--max-tokens", "8", "--temperature", "0"]);
+        assert_eq!(run.code, 0, "{path}: {}", run.stderr);
+        let r = run.r();
         assert_eq!(r["counts"]["ok"], 4, "{path}: {r:#}");
         assert_eq!(r["counts"]["errors"]["http_status"], 0, "{path}");
         assert!(r["latency_ms"]["ttft"]["p50"].as_f64().unwrap() > 0.0, "{path}");
@@ -63,7 +40,7 @@ fn streamed_chat_and_completions_against_llama_server() {
 #[test]
 fn ignore_eos_gives_exact_lengths_on_llama_server() {
     let Some(server) = LlamaServer::start(&[]) else { return };
-    let (code, stderr, r) = load_test(&[
+    let run = load_test(&[
         "--url",
         &server.url("/v1/chat/completions"),
         "--stream",
@@ -77,7 +54,8 @@ fn ignore_eos_gives_exact_lengths_on_llama_server() {
         "--prompt",
         "Say yes.",
     ]);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.r();
     assert_eq!(r["counts"]["ok"], 4, "{r:#}");
     assert_eq!(r["throughput"]["total_output_tokens"], 96, "4 answers of exactly 24 tokens: {r:#}");
 }

@@ -6,34 +6,9 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use common::fake_llm::{FakeConfig, FakeServer};
+use common::load_test;
 use serde_json::Value;
-
-struct Run {
-    code: i32,
-    stderr: String,
-    report: Value,
-}
-
-fn load_test(args: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("report.json");
-    let output = Command::cargo_bin("gpubench")
-        .unwrap()
-        .arg("load-test")
-        .args(args)
-        .arg("--out")
-        .arg(&out)
-        .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
-    let report = std::fs::read_to_string(&out).map(|t| serde_json::from_str(&t).unwrap()).unwrap_or(Value::Null);
-    if !report.is_null() {
-        common::assert_valid_report(&report);
-    }
-    Run { code: output.status.code().unwrap_or(-1), stderr: String::from_utf8_lossy(&output.stderr).into_owned(), report }
-}
 
 fn file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -61,10 +36,10 @@ fn trace_offsets_are_honoured() {
     let trace = file(&lines);
     let run = load_test(&["--url", &server.url("/v1/completions"), "--trace", trace.path().to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.report["counts"]["ok"], 8);
-    assert_eq!(run.report["workload"]["trace"]["requests"], 8);
-    assert!((run.report["workload"]["trace"]["rate"].as_f64().unwrap() - 7.0 / 1.5).abs() < 1e-6);
-    assert_eq!(run.report["workload"]["arrival"], "trace");
+    assert_eq!(run.r()["counts"]["ok"], 8);
+    assert_eq!(run.r()["workload"]["trace"]["requests"], 8);
+    assert!((run.r()["workload"]["trace"]["rate"].as_f64().unwrap() - 7.0 / 1.5).abs() < 1e-6);
+    assert_eq!(run.r()["workload"]["arrival"], "trace");
     let got = server.received();
     let t0 = got.iter().find(|(_, b)| b["prompt"] == "p0").unwrap().0;
     for (i, want) in offsets_ms.iter().enumerate() {
@@ -100,8 +75,8 @@ fn gamma_gaps_have_the_coefficient_of_variation_asked() {
         "-n", "400", "--max-tokens", "2", "--seed", "5",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.report["workload"]["arrival"], "gamma");
-    assert_eq!(run.report["workload"]["burstiness"], 0.25);
+    assert_eq!(run.r()["workload"]["arrival"], "gamma");
+    assert_eq!(run.r()["workload"]["burstiness"], 0.25);
     let mut at: Vec<Instant> = server.received().iter().map(|(t, _)| *t).collect();
     at.sort();
     let gaps: Vec<f64> = at.windows(2).map(|w| secs_since(w[0], w[1])).collect();
@@ -117,7 +92,7 @@ fn a_linear_ramp_reaches_its_end_rate() {
         "--ramp-up-end-rate", "60", "--duration", "4s", "--arrival", "constant", "--max-tokens", "2",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.report["workload"]["ramp"]["end_rate"], 60.0);
+    assert_eq!(run.r()["workload"]["ramp"]["end_rate"], 60.0);
     let at: Vec<Instant> = server.received().iter().map(|(t, _)| *t).collect();
     let t0 = *at.iter().min().unwrap();
     let first = at.iter().filter(|t| secs_since(t0, **t) < 1.0).count();
@@ -132,9 +107,9 @@ fn stages_run_their_rates_and_end_by_themselves() {
     let server = quick_server();
     let run = load_test(&["--url", &server.url("/v1/completions"), "--stages", "1s@5,1s@40", "--arrival", "constant", "--max-tokens", "2"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let n = run.report["counts"]["ok"].as_u64().unwrap();
+    let n = run.r()["counts"]["ok"].as_u64().unwrap();
     assert!((40..=50).contains(&n), "{n} requests for 1 s at 5/s and 1 s at 40/s");
-    assert_eq!(run.report["workload"]["stages"][1]["rate"], 40.0);
+    assert_eq!(run.r()["workload"]["stages"][1]["rate"], 40.0);
 }
 
 #[test]
@@ -142,10 +117,10 @@ fn rate_inf_is_bounded_by_max_concurrency() {
     let server = quick_server();
     let run = load_test(&["--url", &server.url("/v1/completions"), "--rate", "inf", "--max-concurrency", "3", "-n", "30", "--max-tokens", "2"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.report["workload"]["mode"], "throughput");
-    assert_eq!(run.report["workload"]["max_concurrency"], 3);
-    assert_eq!(run.report["counts"]["ok"], 30);
-    assert_eq!(run.report["label"], "throughput");
+    assert_eq!(run.r()["workload"]["mode"], "throughput");
+    assert_eq!(run.r()["workload"]["max_concurrency"], 3);
+    assert_eq!(run.r()["counts"]["ok"], 30);
+    assert_eq!(run.r()["label"], "throughput");
 }
 
 #[test]
@@ -153,11 +128,11 @@ fn sweep_auto_runs_synchronous_throughput_then_rates_between() {
     let server = FakeServer::start(FakeConfig { ttft: Duration::from_millis(20), token_gap: Duration::ZERO, tokens: 2, ..FakeConfig::default() });
     let run = load_test(&["--url", &server.url("/v1/completions"), "--sweep", "auto", "--sweep-points", "3", "-n", "20", "--max-concurrency", "8"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let runs = run.report["runs"].as_array().unwrap();
+    let runs = run.r()["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 5, "synchronous, throughput and 3 rates");
     assert_eq!(runs[0]["label"], "c1");
     assert_eq!(runs[1]["workload"]["mode"], "throughput");
-    let sweep = &run.report["sweep"];
+    let sweep = &run.r()["sweep"];
     assert_eq!(sweep["kind"], "auto");
     let sync = sweep["synchronous_rate"].as_f64().unwrap();
     let max = sweep["throughput_rate"].as_f64().unwrap();
@@ -192,10 +167,10 @@ fn a_sessions_later_turn_carries_the_real_answers() {
         "--sessions", "2", "--think-time", "20ms", "-n", "2", "--max-tokens", "3", "--csv", csv.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.report["counts"]["ok"], 5);
-    assert_eq!(run.report["sessions"]["finished"], 2);
-    assert!(run.report["sessions"]["ttft_first_turn_ms"]["p50"].as_f64().is_some());
-    assert!(run.report["sessions"]["ttft_later_turns_ms"]["p50"].as_f64().is_some());
+    assert_eq!(run.r()["counts"]["ok"], 5);
+    assert_eq!(run.r()["sessions"]["finished"], 2);
+    assert!(run.r()["sessions"]["ttft_first_turn_ms"]["p50"].as_f64().is_some());
+    assert!(run.r()["sessions"]["ttft_later_turns_ms"]["p50"].as_f64().is_some());
     let got = server.received();
     let messages = |b: &Value| b["messages"].as_array().unwrap().clone();
     let mut later = 0;
@@ -228,8 +203,8 @@ fn shared_prefixes_are_byte_identical_within_a_group() {
         "--shared-prefix-tokens", "64", "--prefix-groups", "2", "--max-tokens", "2",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.report["workload"]["shared_prefix_tokens"], 64);
-    assert_eq!(run.report["workload"]["prefix_groups"], 2);
+    assert_eq!(run.r()["workload"]["shared_prefix_tokens"], 64);
+    assert_eq!(run.r()["workload"]["prefix_groups"], 2);
     let systems: Vec<String> = server.received().iter().map(|(_, b)| b["messages"][0]["content"].as_str().unwrap().to_string()).collect();
     assert_eq!(systems.len(), 8);
     for i in 2..8 {
@@ -247,7 +222,7 @@ fn body_fields_exact_lengths_and_spreads_reach_the_server() {
         "--top-p", "0.9", "--extra-body", r#"{"seed": 11, "top_k": 5}"#, "--output-tokens", "50:10",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let w = &run.report["workload"];
+    let w = &run.r()["workload"];
     assert_eq!(w["ignore_eos"], true);
     assert_eq!(w["output_tokens"], "50:10");
     assert_eq!(w["extra_body"]["seed"], 11);
@@ -266,8 +241,8 @@ fn ignore_eos_gives_exact_lengths_on_gpubench_serve() {
         "--prompt", "Say yes.", "--stream",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.report["counts"]["ok"], 4);
-    assert_eq!(run.report["throughput"]["total_output_tokens"], 80, "4 answers of exactly 20 tokens");
+    assert_eq!(run.r()["counts"]["ok"], 4);
+    assert_eq!(run.r()["throughput"]["total_output_tokens"], 80, "4 answers of exactly 20 tokens");
 }
 
 #[test]
@@ -313,8 +288,8 @@ fn tokenizer_prompts_have_exactly_the_tokens_asked() {
         "--shared-prefix-tokens", "20", "--tokenizer", model.to_str().unwrap(), "--max-tokens", "5",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.report["workload"]["prompt_lengths"], "exact");
-    assert!(run.report["workload"]["tokenizer"].as_str().unwrap().ends_with(".gguf"));
+    assert_eq!(run.r()["workload"]["prompt_lengths"], "exact");
+    assert!(run.r()["workload"]["tokenizer"].as_str().unwrap().ends_with(".gguf"));
     let mut lengths = Vec::new();
     for (_, body) in server.received() {
         let msgs = body["messages"].as_array().cloned().unwrap_or_default();
@@ -328,7 +303,7 @@ fn tokenizer_prompts_have_exactly_the_tokens_asked() {
     }
     assert_eq!(lengths, vec![37; 12], "every prompt has exactly 37 tokens by the same tokenizer");
     // The answers carried no usage: the tokenizer counted them (5 words "a1 tok tok tok tok").
-    assert!(run.report["throughput"]["total_output_tokens"].as_u64().unwrap() >= 12 * 5, "{:#}", run.report["throughput"]);
+    assert!(run.r()["throughput"]["total_output_tokens"].as_u64().unwrap() >= 12 * 5, "{:#}", run.r()["throughput"]);
 
     let run = load_test(&["--url", &server.url("/v1/completions"), "-n", "1", "--tokenizer", "no-such-org/no-such-model"]);
     assert_eq!(run.code, 2);

@@ -269,7 +269,7 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            interrupted().await;
+            crate::util::stop_signal().await;
             eprintln!("interrupted: stopping the servers");
             cancel.cancel();
         });
@@ -296,30 +296,6 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
     // compare prints the table, the verdict and where the report is.
     compare(&measured, &args, &settings, quiet)?;
     Ok(ExitStatus::Success)
-}
-
-/// Resolves on Ctrl-C or SIGTERM (a CI timeout, a pod stopping): both stop the servers.
-async fn interrupted() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 fn say(quiet: bool, text: &str) {

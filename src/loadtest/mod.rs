@@ -302,10 +302,9 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
     let ctrl_c = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping and writing the partial report");
-                cancel.cancel();
-            }
+            crate::util::stop_signal().await;
+            eprintln!("interrupted: stopping and writing the partial report");
+            cancel.cancel();
         })
     };
     let (reports, sweep) = run_all(&plan, &cancel, !quiet).await?;

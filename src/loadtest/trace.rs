@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
 
-use super::workload::{random_words, Message, Prompt, PromptItem};
+use super::workload::{parse_item, random_words, Prompt, PromptItem};
 use super::LoadTestError;
 use crate::report::TraceSpec;
 
@@ -87,6 +87,12 @@ fn burstiness(gaps: &[f64]) -> Option<f64> {
 }
 
 fn item(v: &Value, block_tokens: u32, seed: u64, line_no: usize) -> Result<PromptItem, String> {
+    if v.get("input_length").is_none() {
+        if ["prompt", "text", "messages", "conversations"].iter().all(|k| v.get(*k).is_none()) {
+            return Err("no \"input_length\", \"prompt\" or \"messages\"".into());
+        }
+        return parse_item(v);
+    }
     let max_tokens = match v.get("output_length").or_else(|| v.get("max_tokens")) {
         None | Some(Value::Null) => None,
         Some(n) => Some(
@@ -95,21 +101,9 @@ fn item(v: &Value, block_tokens: u32, seed: u64, line_no: usize) -> Result<Promp
                 .ok_or("\"output_length\" must be a positive integer")? as u32,
         ),
     };
-    if let Some(p) = v.get("prompt").and_then(Value::as_str) {
-        return Ok(PromptItem { prompt: Prompt::Text(p.to_string()), max_tokens });
-    }
-    if let Some(msgs) = v.get("messages").and_then(Value::as_array) {
-        let mut out = Vec::new();
-        for m in msgs {
-            let role = m.get("role").and_then(Value::as_str).ok_or("each message needs a \"role\" string")?;
-            let content = m.get("content").and_then(Value::as_str).ok_or("each message needs a \"content\" string")?;
-            out.push(Message { role: role.into(), content: content.into() });
-        }
-        return Ok(PromptItem { prompt: Prompt::Chat(out), max_tokens });
-    }
     let input = match v.get("input_length") {
         Some(n) => n.as_u64().filter(|&n| n >= 1).ok_or("\"input_length\" must be a positive integer")? as usize,
-        None => return Err("no \"prompt\", \"messages\" or \"input_length\"".into()),
+        None => return Err("no \"input_length\"".into()),
     };
     let text = match v.get("hash_ids") {
         None | Some(Value::Null) => random_words(input, &mut StdRng::seed_from_u64(seed ^ line_no as u64)),
@@ -178,7 +172,7 @@ mod tests {
         let e = trace("{\"timestamp\": 5, \"prompt\": \"a\"}\n{\"timestamp\": 2, \"prompt\": \"b\"}\n").unwrap_err().to_string();
         assert!(e.contains("line 2: timestamp 2 is before line 1's 5"), "{e}");
         let e = trace("{\"timestamp\": 0}\n").unwrap_err().to_string();
-        assert!(e.contains("line 1: no \"prompt\""), "{e}");
+        assert!(e.contains("line 1: no \"input_length\", \"prompt\""), "{e}");
         let e = trace("{\"timestamp\": -1, \"prompt\": \"a\"}\n").unwrap_err().to_string();
         assert!(e.contains("at least 0"), "{e}");
     }

@@ -84,9 +84,11 @@ pub fn load_dataset(path: &Path) -> Result<Vec<PromptItem>, LoadTestError> {
     Ok(items)
 }
 
-fn parse_item(v: &Value) -> Result<PromptItem, String> {
+/// One prompt of a dataset or trace line: `prompt`, `text`, `messages` or `conversations`,
+/// and its own output length (`max_tokens`, `output_tokens` or `output_length`).
+pub(super) fn parse_item(v: &Value) -> Result<PromptItem, String> {
     let obj = v.as_object().ok_or("expected a JSON object such as {\"prompt\": \"...\"}")?;
-    let max_tokens = match obj.get("max_tokens").or_else(|| obj.get("output_tokens")) {
+    let max_tokens = match obj.get("max_tokens").or_else(|| obj.get("output_tokens")).or_else(|| obj.get("output_length")) {
         None | Some(Value::Null) => None,
         Some(n) => Some(
             n.as_u64()

@@ -160,24 +160,9 @@ fn device_memory_bytes(_device: &candle_core::Device) -> Option<usize> {
 
 /// Waits for SIGTERM or Ctrl-C (or [`AppState::request_shutdown`]), then lets axum drain.
 pub async fn shutdown_signal(state: AppState) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
     let requested = state.shutdown_requested();
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = crate::util::stop_signal() => {},
         _ = requested => {},
     }
     eprintln!("gpubench serve: shutting down (no new requests; in-flight ones may finish)");

@@ -23,3 +23,46 @@ pub fn assert_valid_report(value: &serde_json::Value) {
     assert!(errors.is_empty(), "report does not match schemas/run-report.schema.json:\n{}", errors.join("\n"));
 }
 pub mod fake_hub;
+
+/// What one run of `gpubench load-test` left: its exit code, output and report.
+pub struct LoadTestRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: Option<serde_json::Value>,
+}
+
+static NULL: serde_json::Value = serde_json::Value::Null;
+
+impl LoadTestRun {
+    /// The report, or null where none was written.
+    pub fn r(&self) -> &serde_json::Value {
+        self.report.as_ref().unwrap_or(&NULL)
+    }
+}
+
+/// Runs the real `gpubench load-test ARGS --out FILE` (at most 240 s) and checks the report
+/// it wrote against the committed schema.
+pub fn load_test(args: &[&str]) -> LoadTestRun {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let output = assert_cmd::Command::cargo_bin("gpubench")
+        .unwrap()
+        .arg("load-test")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .timeout(std::time::Duration::from_secs(240))
+        .output()
+        .unwrap();
+    let report = std::fs::read_to_string(&out).ok().map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap());
+    if let Some(r) = &report {
+        assert_valid_report(r);
+    }
+    LoadTestRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        report,
+    }
+}
