@@ -14,6 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use super::axum_thread::AxumThread;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,38 +73,20 @@ struct Shared {
 pub struct FakeServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: AxumThread,
 }
 
 impl FakeServer {
     pub fn start(cfg: FakeConfig) -> Self {
         let shared = Arc::new(Shared { cfg, hits: AtomicU64::new(0), first: Mutex::new(None), received: Mutex::new(Vec::new()) });
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = Router::new()
-                    .route("/generate", post(generate))
-                    .route("/v1/completions", post(completions))
-                    .route("/v1/chat/completions", post(chat))
-                    .route("/v1/models", get(models))
-                    .with_state(state);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-            rt.shutdown_timeout(Duration::from_millis(100));
-        });
-        let addr = addr_rx.recv().unwrap();
-        FakeServer { addr, shared, stop: Some(stop_tx), thread: Some(thread) }
+        let app = Router::new()
+            .route("/generate", post(generate))
+            .route("/v1/completions", post(completions))
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .with_state(shared.clone());
+        let server = AxumThread::start(app);
+        FakeServer { addr: server.addr, shared, _server: server }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -117,17 +100,6 @@ impl FakeServer {
     /// The POST bodies received so far, in arrival order, with their arrival times.
     pub fn received(&self) -> Vec<(Instant, Value)> {
         self.shared.received.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -16,6 +16,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use super::axum_thread::AxumThread;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,40 +70,22 @@ struct Shared {
 pub struct NativeServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: AxumThread,
 }
 
 impl NativeServer {
     pub fn start(cfg: NativeConfig) -> Self {
         let shared = Arc::new(Shared { cfg, received: Mutex::new(Vec::new()) });
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = Router::new()
-                    .route("/api/generate", post(ollama_generate))
-                    .route("/api/chat", post(ollama_chat))
-                    .route("/api/tags", get(ollama_tags))
-                    .route("/generate", post(tgi_generate))
-                    .route("/generate_stream", post(tgi_generate_stream))
-                    .route("/info", get(tgi_info))
-                    .with_state(state);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-            rt.shutdown_timeout(Duration::from_millis(100));
-        });
-        let addr = addr_rx.recv().unwrap();
-        NativeServer { addr, shared, stop: Some(stop_tx), thread: Some(thread) }
+        let app = Router::new()
+            .route("/api/generate", post(ollama_generate))
+            .route("/api/chat", post(ollama_chat))
+            .route("/api/tags", get(ollama_tags))
+            .route("/generate", post(tgi_generate))
+            .route("/generate_stream", post(tgi_generate_stream))
+            .route("/info", get(tgi_info))
+            .with_state(shared.clone());
+        let server = AxumThread::start(app);
+        NativeServer { addr: server.addr, shared, _server: server }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -117,17 +100,6 @@ impl NativeServer {
     /// The POST bodies received so far, in arrival order.
     pub fn bodies(&self) -> Vec<Value> {
         self.received().into_iter().map(|(_, _, b)| b).collect()
-    }
-}
-
-impl Drop for NativeServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! `gpubench serve` as a child process, and the committed report schema.
 #![allow(dead_code)]
 
+pub mod axum_thread;
 pub mod fake_llm;
 pub mod fake_native;
 pub mod llama_server;
