@@ -309,3 +309,22 @@ fn tokenizer_prompts_have_exactly_the_tokens_asked() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--tokenizer 'no-such-org/no-such-model' is neither a file"), "{}", run.stderr);
 }
+
+#[test]
+fn cached_prompt_tokens_give_the_cache_hit_share() {
+    let server = FakeServer::start(FakeConfig { cached_tokens: Some(3), tokens: 2, ..FakeConfig::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("requests.csv");
+    let run = load_test(&["--url", &server.url("/v1/chat/completions"), "--stream", "-n", "5", "--csv", csv.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let cache = &run.r()["prefix_cache"];
+    assert_eq!(cache["answers"], 5);
+    assert_eq!(cache["cached_tokens"], 15);
+    assert_eq!(cache["prompt_tokens"], 20);
+    assert_eq!(cache["hit_share"], 0.75);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.lines().skip(1).all(|l| l.ends_with(",3,,")), "{text}");
+    let plain = FakeServer::start(FakeConfig::default());
+    let run = load_test(&["--url", &plain.url("/v1/completions"), "-n", "2"]);
+    assert!(run.r().get("prefix_cache").is_none(), "no cache share where the server says nothing");
+}

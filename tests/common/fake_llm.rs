@@ -46,6 +46,8 @@ pub struct FakeConfig {
     pub usage: bool,
     /// `/generate` answers with the model name in this field.
     pub model: String,
+    /// Report this many of the 4 prompt tokens as served from a prefix cache.
+    pub cached_tokens: Option<u32>,
 }
 
 impl Default for FakeConfig {
@@ -58,6 +60,7 @@ impl Default for FakeConfig {
             pause: None,
             usage: true,
             model: "fake-model".into(),
+            cached_tokens: None,
         }
     }
 }
@@ -192,7 +195,10 @@ async fn openai(State(s): State<Arc<Shared>>, Json(body): Json<Value>, chat: boo
         return (StatusCode::NOT_FOUND, Json(json!({"error": {"message": "model not found"}}))).into_response();
     }
     let tokens = body["max_tokens"].as_u64().unwrap_or(16).min(s.cfg.tokens as u64) as u32;
-    let usage = json!({"prompt_tokens": 4, "completion_tokens": tokens, "total_tokens": 4 + tokens});
+    let mut usage = json!({"prompt_tokens": 4, "completion_tokens": tokens, "total_tokens": 4 + tokens});
+    if let Some(c) = s.cfg.cached_tokens {
+        usage["prompt_tokens_details"] = json!({ "cached_tokens": c });
+    }
     if body["stream"].as_bool() != Some(true) {
         whole_answer(&s).await;
         let choice = if chat {
