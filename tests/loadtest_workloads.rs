@@ -328,3 +328,25 @@ fn cached_prompt_tokens_give_the_cache_hit_share() {
     let run = load_test(&["--url", &plain.url("/v1/completions"), "-n", "2"]);
     assert!(run.r().get("prefix_cache").is_none(), "no cache share where the server says nothing");
 }
+
+#[test]
+fn open_loop_sessions_start_on_the_schedule_and_run_whole() {
+    let server = quick_server();
+    let data = file(concat!(
+        r#"{"messages": [{"role": "user", "content": "u1"}, {"role": "user", "content": "u2"}]}"#,
+        "\n"
+    ));
+    let run = load_test(&[
+        "--url", &server.url("/v1/chat/completions"), "--dataset", data.path().to_str().unwrap(), "--sessions", "1",
+        "--rate", "20", "--arrival", "constant", "-n", "6", "--max-tokens", "2",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.r()["workload"]["mode"], "open");
+    assert_eq!(run.r()["sessions"]["finished"], 6);
+    assert_eq!(run.r()["counts"]["ok"], 12, "6 sessions of 2 turns");
+    let firsts: Vec<Instant> =
+        server.received().iter().filter(|(_, b)| b["messages"].as_array().unwrap().len() == 1).map(|(t, _)| *t).collect();
+    assert_eq!(firsts.len(), 6);
+    let span = secs_since(firsts[0], firsts[5]);
+    assert!((span - 0.25).abs() < 0.05, "6 session starts at 20/s span {span:.3} s");
+}
