@@ -69,6 +69,21 @@ struct Shared {
     next_id: AtomicU64,
 }
 
+impl Shared {
+    fn new(cfg: Config) -> Arc<Self> {
+        Arc::new(Shared {
+            cfg,
+            stats: Mutex::new(Stats::new()),
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            tokens_sent: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            max_active: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+        })
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Api {
     Chat,
@@ -328,16 +343,7 @@ fn main() {
         rt.worker_threads(t);
     }
     let rt = rt.enable_all().build().expect("tokio runtime");
-    let shared = Arc::new(Shared {
-        cfg,
-        stats: Mutex::new(Stats::new()),
-        started: AtomicU64::new(0),
-        completed: AtomicU64::new(0),
-        tokens_sent: AtomicU64::new(0),
-        active: AtomicU64::new(0),
-        max_active: AtomicU64::new(0),
-        next_id: AtomicU64::new(0),
-    });
+    let shared = Shared::new(cfg);
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("local addr");
@@ -378,16 +384,7 @@ mod tests {
     #[tokio::test]
     async fn streams_paced_tokens_and_reports_its_gaps() {
         let cfg = Config { gap: Duration::from_millis(5), ttft: Duration::ZERO, tokens: 6 };
-        let shared = Arc::new(Shared {
-            cfg,
-            stats: Mutex::new(Stats::new()),
-            started: AtomicU64::new(0),
-            completed: AtomicU64::new(0),
-            tokens_sent: AtomicU64::new(0),
-            active: AtomicU64::new(0),
-            max_active: AtomicU64::new(0),
-            next_id: AtomicU64::new(0),
-        });
+        let shared = Shared::new(cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(shared)).await.unwrap() });

@@ -292,7 +292,7 @@ struct Delta {
 /// Incremental reader of an OpenAI server-sent-event stream.
 #[derive(Debug, Default)]
 pub struct SseStream {
-    line: Vec<u8>,
+    line: LineBuffer,
     data: String,
     pub done: bool,
     pub finished: bool,
@@ -305,8 +305,40 @@ pub struct SseStream {
     pub tgi: bool,
 }
 
-/// The longest line of an event stream load-test takes.
+/// The longest line of a streamed answer load-test takes.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The line of a streamed answer being read (server-sent events or NDJSON), refused past
+/// [`MAX_LINE_BYTES`]; its buffer is reused from line to line.
+#[derive(Debug, Default)]
+pub struct LineBuffer(Vec<u8>);
+
+impl LineBuffer {
+    /// Adds one byte; true when it ended the line (the `\n` is not kept).
+    pub fn push(&mut self, b: u8) -> Result<bool, String> {
+        if b == b'\n' {
+            return Ok(true);
+        }
+        if self.0.len() >= MAX_LINE_BYTES {
+            return Err(format!("a stream line is longer than {} MiB: refusing to read more", MAX_LINE_BYTES >> 20));
+        }
+        self.0.push(b);
+        Ok(false)
+    }
+
+    /// The line so far, without a trailing `\r`.
+    pub fn line(&self) -> &[u8] {
+        self.0.strip_suffix(b"\r").unwrap_or(&self.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 impl SseStream {
     /// A reader that keeps the text when `capture_text`, of TGI's events when `tgi`.
@@ -318,20 +350,14 @@ impl SseStream {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<u64, String> {
         let mut events = 0;
         for &b in bytes {
-            if b != b'\n' {
-                if self.line.len() >= MAX_LINE_BYTES {
-                    return Err(format!("a stream line is longer than {} MiB: refusing to read more", MAX_LINE_BYTES >> 20));
-                }
-                self.line.push(b);
+            if !self.line.push(b)? {
                 continue;
             }
-            if self.line.last() == Some(&b'\r') {
-                self.line.pop();
-            }
-            if self.line.is_empty() {
+            if self.line.line().is_empty() {
+                self.line.clear();
                 events += self.dispatch()?;
             } else {
-                let line = std::str::from_utf8(&self.line).map_err(|_| "stream line is not UTF-8".to_string())?;
+                let line = std::str::from_utf8(self.line.line()).map_err(|_| "stream line is not UTF-8".to_string())?;
                 if let Some(rest) = line.strip_prefix("data:") {
                     if !self.data.is_empty() {
                         self.data.push('\n');

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 
-use super::api::{answer_text, parse_answer, snippet, ApiKind, SseStream, Usage, MAX_BODY_BYTES, MAX_LINE_BYTES};
+use super::api::{answer_text, parse_answer, snippet, ApiKind, SseStream, Usage, MAX_BODY_BYTES};
 use super::native::NdjsonStream;
 use super::tokenizer::PromptTokenizer;
 use super::http1::Http1Pool;
@@ -297,7 +297,7 @@ impl StreamReader {
         }
         let (events, done) = match &mut self.wire {
             Wire::Sse(s) => (s.feed(chunk), s.done),
-            Wire::Ndjson(s) => (s.feed(chunk, MAX_LINE_BYTES), s.done),
+            Wire::Ndjson(s) => (s.feed(chunk), s.done),
         };
         let events = events.map_err(protocol_error)?;
         record_arrivals(&mut self.answer, &mut self.last, now, events);

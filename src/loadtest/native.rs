@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::{snippet, BodyOptions, Usage};
+use super::api::{snippet, BodyOptions, LineBuffer, Usage};
 use super::workload::PromptItem;
 
 /// An Ollama body: `options.num_predict` bounds the output; `stream` is always explicit
@@ -145,7 +145,7 @@ pub fn parse_tgi_event(data: &str) -> Result<TgiEvent, String> {
 /// Incremental reader of an Ollama NDJSON stream: one JSON object a line, the last with `"done": true`.
 #[derive(Debug, Default)]
 pub struct NdjsonStream {
-    line: Vec<u8>,
+    line: LineBuffer,
     pub done: bool,
     pub content_events: u64,
     pub usage: Usage,
@@ -158,17 +158,12 @@ impl NdjsonStream {
     }
 
     /// Feeds bytes as they arrive; returns how many content lines they completed.
-    pub fn feed(&mut self, bytes: &[u8], max_line: usize) -> Result<u64, String> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<u64, String> {
         let mut events = 0;
         for &b in bytes {
-            if b != b'\n' {
-                if self.line.len() >= max_line {
-                    return Err(format!("a stream line is longer than {} MiB: refusing to read more", max_line >> 20));
-                }
-                self.line.push(b);
-                continue;
+            if self.line.push(b)? {
+                events += self.dispatch()?;
             }
-            events += self.dispatch()?;
         }
         Ok(events)
     }
@@ -185,13 +180,14 @@ impl NdjsonStream {
     }
 
     fn dispatch(&mut self) -> Result<u64, String> {
-        let line = std::mem::take(&mut self.line);
-        let text = std::str::from_utf8(&line).map_err(|_| "stream line is not UTF-8".to_string())?.trim();
+        let text = std::str::from_utf8(self.line.line()).map_err(|_| "stream line is not UTF-8".to_string())?.trim();
         if text.is_empty() {
+            self.line.clear();
             return Ok(0);
         }
         let w: OllamaWire =
             serde_json::from_str(text).map_err(|e| format!("stream line is not JSON ({e}): {}", snippet(text.as_bytes())))?;
+        self.line.clear();
         if let Some(err) = &w.error {
             return Err(format!("the server sent an error in the stream: {}", snippet(err.to_string().as_bytes())));
         }
@@ -250,14 +246,14 @@ mod tests {
         let mut s = NdjsonStream { text: Some(String::new()), ..NdjsonStream::default() };
         let mut events = 0;
         for piece in stream.chunks(5) {
-            events += s.feed(piece, 1 << 20).unwrap();
+            events += s.feed(piece).unwrap();
         }
         events += s.finish().unwrap();
         assert_eq!(events, 2);
         assert_eq!(s.usage.completion_tokens, Some(2));
         assert_eq!(s.text.as_deref(), Some("ab"));
         let mut t = NdjsonStream::default();
-        t.feed(b"{\"response\":\"a\",\"done\":false}\n", 1 << 20).unwrap();
+        t.feed(b"{\"response\":\"a\",\"done\":false}\n").unwrap();
         assert!(t.finish().unwrap_err().contains("truncated"));
     }
 
