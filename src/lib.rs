@@ -11,6 +11,7 @@ pub mod device;
 pub mod exit;
 pub mod hub;
 pub mod loadtest;
+pub mod merge;
 pub mod metrics;
 pub mod models;
 pub mod report;

@@ -18,6 +18,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(t).map_err(|e| format!("'{t}' is not a valid duration ({e}): use e.g. 500ms, 10s, 5m"))
 }
 
+/// Writes `text` to stdout as it is; a closed pipe (`| head`) ends the output quietly instead of panicking.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+/// [`print_out`] with a newline.
+pub fn print_line(text: &str) {
+    print_out(&format!("{text}\n"));
+}
+
 /// Formats milliseconds for people: `812 µs`, `12.3 ms`, `2.41 s`.
 pub fn human_ms(ms: f64) -> String {
     if !ms.is_finite() {

@@ -42,6 +42,8 @@ enum Command {
     /// Serve an LLM over HTTP (seed /generate API and OpenAI API) with continuous batching.
     #[command(after_help = gpubench::serve::AFTER_HELP)]
     Serve(gpubench::serve::ServeArgs),
+    /// Work with run reports: merge the shard reports of a sharded load test into one.
+    Report(gpubench::merge::ReportArgs),
     /// Run a few tensor operations on a device (CUDA) and compare them with the CPU.
     #[command(after_help = gpubench::selftest::AFTER_HELP)]
     SelfTest(gpubench::selftest::SelfTestArgs),
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
             Command::Metrics(args) => gpubench::metrics::run_cli(args, quiet).await.map_err(failed),
             Command::Download(args) => gpubench::hub::run_cli(args, quiet).await.map_err(failed),
             Command::Serve(args) => gpubench::serve::run_cli(args, quiet).await.map_err(failed),
+            Command::Report(args) => gpubench::merge::run_cli(args, quiet).map_err(failed),
             Command::SelfTest(args) => gpubench::selftest::run_cli(args, quiet).await.map_err(failed),
         }
     });

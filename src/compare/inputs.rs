@@ -28,9 +28,18 @@ pub struct UtilSeries {
 }
 
 pub fn load_phase(input: &PhaseInput) -> Result<PhaseData, CompareError> {
-    let file = RunReportFile::load(&input.report)
-        .map_err(|error| CompareError::Report { label: input.label.clone(), error })?;
-    let runs = file.runs().to_vec();
+    let files = crate::merge::expand(&input.report)
+        .map_err(|e| CompareError::Input { path: input.report.clone(), detail: format!("phase '{}': {e}", input.label) })?;
+    let runs = if files.len() > 1 {
+        // The shard reports of one sharded run: one phase.
+        let merged = crate::merge::merge_files(&files)
+            .map_err(|e| CompareError::Input { path: input.report.clone(), detail: format!("phase '{}': {e}", input.label) })?;
+        vec![merged]
+    } else {
+        let file = RunReportFile::load(&files[0])
+            .map_err(|error| CompareError::Report { label: input.label.clone(), error })?;
+        file.runs().to_vec()
+    };
     if runs.is_empty() {
         return Err(CompareError::Input {
             path: input.report.clone(),

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore};
@@ -16,6 +16,7 @@ use super::recorder::{Measured, Recorder};
 use super::requests_csv::RequestLog;
 use super::schedule::{Gaps, Schedule, Shape};
 use super::sessions::{self, SessionSet};
+use super::shard::{self, Shard};
 
 /// In-flight requests of an open loop given no --max-concurrency: well below the usual
 /// open-file limit, so a stalled server cannot exhaust the client's file handles.
@@ -42,6 +43,10 @@ pub struct Limits {
     pub slo: Option<Slo>,
     /// How long in-flight requests may finish after the last one was sent.
     pub drain: Duration,
+    /// The part of the run this process sends (all of it by default).
+    pub shard: Shard,
+    /// The wall-clock time the point starts at (`--start-at`): the schedule's time zero.
+    pub start_at: Option<SystemTime>,
 }
 
 impl Limits {
@@ -88,7 +93,9 @@ pub struct Live {
 pub struct Outcome {
     pub recorder: Recorder,
     pub t0: Instant,
-    pub started_at: std::time::SystemTime,
+    /// The wall-clock time of `t0`.
+    pub wall_t0: SystemTime,
+    pub started_at: SystemTime,
 }
 
 pub(super) struct Shared {
@@ -171,9 +178,15 @@ pub async fn drive(
     sessions: Option<Arc<SessionSet>>,
     cancel: CancellationToken,
 ) -> Outcome {
-    let started_at = std::time::SystemTime::now();
-    // A short head start so the first requests are not late because of set-up.
-    let t0 = Instant::now() + Duration::from_millis(5);
+    // A short head start so the first requests are not late because of set-up; with
+    // --start-at, time zero is that time (every shard of a run waits for it).
+    let head_start = Duration::from_millis(5);
+    let (now, wall_now) = (Instant::now(), SystemTime::now());
+    let (t0, wall_t0) = match limits.start_at {
+        Some(at) if at > wall_now + head_start => (shard::instant_of(at), at),
+        _ => (now + head_start, wall_now + head_start),
+    };
+    let started_at = wall_t0;
     let measure_start = Arc::new(std::sync::OnceLock::new());
     if let Some(offset) = limits.measure_start_offset() {
         let _ = measure_start.set(t0 + offset);
@@ -184,13 +197,13 @@ pub async fn drive(
         Point::Closed { concurrency } | Point::Throughput { concurrency } => closed_loop(shared, concurrency).await,
         Point::Open { shape, gaps, max_concurrency } => open_loop(shared, shape, gaps, max_concurrency).await,
     };
-    Outcome { recorder, t0, started_at }
+    Outcome { recorder, t0, wall_t0, started_at }
 }
 
 /// Closed loop: the workers are spread over one single-threaded runtime per core, each
 /// with its own connections, so a request's tasks (worker and connection) never hop threads.
 async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
-    let concurrency = concurrency.max(1);
+    let concurrency = shared.limits.shard.workers(concurrency.max(1)).max(1);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = (concurrency as usize).min(cores).max(1);
     let next = Arc::new(AtomicU64::new(0));
@@ -211,7 +224,11 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
                 }
             };
             let rec = rt.block_on(async move {
-                tokio::time::sleep_until(shared.t0.into()).await;
+                // Until time zero (a --start-at may be minutes away); Ctrl-C ends the wait.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(shared.t0.into()) => {}
+                    _ = shared.cancel.cancelled() => {}
+                }
                 // The workers of one thread share its recorder: memory stays flat whatever the concurrency.
                 let rec = Arc::new(Mutex::new(Recorder::new(shared.t0)));
                 let tasks: Vec<_> =
@@ -244,7 +261,7 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
 async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>, rec: Arc<Mutex<Recorder>>) {
     if shared.sessions.is_some() {
         loop {
-            let session = next.fetch_add(1, Ordering::Relaxed);
+            let session = shared.limits.shard.global(next.fetch_add(1, Ordering::Relaxed));
             if !sessions::run(&shared, session, None, &rec).await {
                 break;
             }
@@ -257,12 +274,12 @@ async fn worker(shared: Arc<Shared>, next: Arc<AtomicU64>, rec: Arc<Mutex<Record
         if shared.cancel.is_cancelled() || shared.deadline().is_some_and(|s| Instant::now() >= s) {
             break;
         }
-        let index = next.fetch_add(1, Ordering::Relaxed);
+        let index = shared.limits.shard.global(next.fetch_add(1, Ordering::Relaxed));
         if total.is_some_and(|t| index >= t) {
             break;
         }
         let start = Instant::now();
-        if index == first_measured {
+        if index >= first_measured && shared.measure_start.get().is_none() {
             let _ = shared.measure_start.set(start);
         }
         let warmup = shared.limits.is_warmup(index, start.saturating_duration_since(shared.t0));
@@ -305,6 +322,8 @@ async fn open_loop(shared: Arc<Shared>, shape: Shape, gaps: Gaps, max_concurrenc
     let shards: Arc<Vec<Mutex<Recorder>>> = Arc::new((0..SHARDS).map(|_| Mutex::new(Recorder::new(shared.t0))).collect());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let idle = Arc::new(Notify::new());
+    // A shard holds its share of the run's cap on requests in flight.
+    let max_concurrency = max_concurrency.map(|m| shared.limits.shard.workers(m).max(1));
     let capped_by_default = max_concurrency.is_none();
     let permits = Arc::new(Semaphore::new(max_concurrency.unwrap_or(DEFAULT_OPEN_LOOP_CAP).max(1) as usize));
     let handle = tokio::runtime::Handle::current();
@@ -330,6 +349,9 @@ async fn open_loop(shared: Arc<Shared>, shape: Shape, gaps: Gaps, max_concurrenc
                 };
                 if total.is_some_and(|t| index >= t) || past_deadline {
                     break;
+                }
+                if !shared.limits.shard.owns(index) {
+                    continue;
                 }
                 let intended = shared.t0 + offset;
                 // Sleep in short slices so that Ctrl-C is seen even between distant requests.

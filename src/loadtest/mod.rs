@@ -20,6 +20,7 @@ mod recorder;
 mod requests_csv;
 mod schedule;
 mod sessions;
+pub mod shard;
 mod summary;
 mod tokenizer;
 mod sweep;
@@ -42,6 +43,7 @@ pub use schedule::{Gaps, Shape};
 pub use summary::{render, render_sweep};
 
 use crate::report::{self, RunReport, RunReportFile, RunSet, SweepSummary, RUN_SCHEMA_VERSION};
+use crate::util::{print_line, print_out};
 use crate::ExitStatus;
 use driver::{Limits, Live};
 use plan::Points;
@@ -268,6 +270,7 @@ async fn run_point(
         interrupted: cancel.is_cancelled(),
         cap_reached: live.cap_reached.load(Ordering::Relaxed),
         sessions: plan.sessions.is_some(),
+        shard: plan.shard.clone(),
     };
     summary::build_report(ctx, &outcome)
 }
@@ -307,6 +310,11 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
             cancel.cancel();
         })
     };
+    if let Some(wait) = args.start_at.and_then(|at| at.duration_since(std::time::SystemTime::now()).ok()) {
+        if !quiet {
+            eprintln!("waiting {:.1} s for --start-at {}", wait.as_secs_f64(), shard::rfc3339_ms(args.start_at.unwrap_or(std::time::UNIX_EPOCH)));
+        }
+    }
     let (reports, sweep) = run_all(&plan, &cancel, !quiet).await?;
     ctrl_c.abort();
     let file = match sweep {
@@ -318,19 +326,19 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
     }
     if args.json {
         let text = serde_json::to_string_pretty(&file).map_err(|e| LoadTestError::Failed(e.to_string()))?;
-        println!("{text}");
+        print_line(&text);
     } else {
         let runs = file.runs();
         if runs.len() > 1 {
-            print!("{}", render_sweep(runs));
+            print_out(&render_sweep(runs));
             if let RunReportFile::Sweep(RunSet { sweep: Some(s), .. }) = &file {
-                println!("{}", summary::render_knee(s));
+                print_line(&summary::render_knee(s));
             }
         } else if let Some(r) = runs.first() {
-            print!("{}", render(r));
+            print_out(&render(r));
         }
         if let Some(out) = &args.out {
-            println!("report: {}", out.display());
+            print_line(&format!("report: {}", out.display()));
         }
     }
     let runs = file.runs();

@@ -209,6 +209,19 @@ pub struct LoadTestArgs {
     /// Print the report JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Send one shard of the load, I/N (0 <= I < N): requests I, I+N, ... of the open-loop
+    /// schedule, or concurrency/N of the closed loop's workers. N processes with the same
+    /// flags send exactly what one would; merge their reports with `gpubench report merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The number of shards, this shard's index taken from JOB_COMPLETION_INDEX (set in each
+    /// pod of a Kubernetes Indexed Job).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+    /// Start the run at this time, RFC 3339 (2026-12-02T10:00:00Z) or a delay (+30s), so
+    /// that all shards begin together.
+    #[arg(long, value_name = "TIME", value_parser = super::shard::parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// How the run warms up before measuring.

@@ -15,6 +15,7 @@ use super::options::{Arrival, InputTokens, LoadTestArgs, RampKind, Slo, Warmup};
 use super::requests_csv::RequestLog;
 use super::schedule::{Gaps, RampSpan, Shape};
 use super::sessions::SessionSet;
+use super::shard::{Shard, JOB_INDEX_ENV};
 use super::tokenizer::{exact_prompts, PromptTokenizer};
 use super::trace;
 use super::workload::{self, Message, Prompt, PromptItem};
@@ -43,6 +44,8 @@ pub struct Plan {
     pub(super) environment: EnvironmentStamp,
     pub(super) csv: Option<std::path::PathBuf>,
     pub(super) sessions: Option<Arc<SessionSet>>,
+    /// What the report says of this shard (absent for a whole run).
+    pub(super) shard: Option<report::ShardInfo>,
 }
 
 impl Plan {
@@ -223,6 +226,8 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
     });
 
     let points = points(args, gaps, trace.as_ref().map(|t| t.offsets.clone()), requests)?;
+    let shard = Shard::resolve(args.shard.as_deref(), args.shards, std::env::var(JOB_INDEX_ENV).ok().as_deref()).map_err(usage)?;
+    let workers = check_shard(shard, &points)?;
     let max_in_flight = match &points {
         Points::Fixed(p) => p.iter().map(in_flight).max().unwrap_or(1),
         Points::Auto { max_concurrency, .. } => max_concurrency.unwrap_or(DEFAULT_THROUGHPUT_CONCURRENCY) as usize,
@@ -236,6 +241,13 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         seed: args.seed,
         slo: args.slo.clone(),
         drain: args.timeout,
+        shard,
+        start_at: args.start_at,
+    };
+    let shard_info = if shard.is_whole() {
+        None
+    } else {
+        Some(super::shard::info(shard, workers, args.start_at, super::shard::measure_clock(&urls[0]).await))
     };
     let mut workload = workload_report(args, requests, prompt_source, items.len(), trace.as_ref().map(|t| t.spec.clone()));
     workload.stream = stream;
@@ -254,7 +266,38 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         environment,
         csv: args.csv.clone(),
         sessions,
+        shard: shard_info,
     })
+}
+
+/// A sharded run has one point, and every shard gets at least one closed-loop worker.
+/// Returns this shard's workers (closed loop).
+fn check_shard(shard: Shard, points: &Points) -> Result<Option<u32>, LoadTestError> {
+    if shard.is_whole() {
+        return Ok(None);
+    }
+    let point = match points {
+        Points::Fixed(p) if p.len() == 1 => &p[0],
+        _ => {
+            return Err(usage(format!(
+                "a sharded run (--shard {}/{n}) measures one point: give one --concurrency or --rate, not a list or --sweep, and run a sharded Job per point",
+                shard.index,
+                n = shard.count
+            )))
+        }
+    };
+    match point {
+        Point::Closed { concurrency } | Point::Throughput { concurrency } => {
+            if *concurrency < shard.count {
+                return Err(usage(format!(
+                    "{concurrency} workers cannot be split over {} shards: each shard needs at least one; raise the concurrency or use fewer shards",
+                    shard.count
+                )));
+            }
+            Ok(Some(shard.workers(*concurrency)))
+        }
+        Point::Open { .. } => Ok(None),
+    }
 }
 
 fn in_flight(p: &Point) -> usize {

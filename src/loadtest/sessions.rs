@@ -70,7 +70,7 @@ pub(super) async fn run(shared: &Shared, session: u64, first_due: Option<Instant
             (0, Some(due)) => due.min(start),
             _ => start,
         };
-        if session == warmup_sessions && k == 0 {
+        if session >= warmup_sessions && k == 0 && shared.measure_start.get().is_none() {
             let _ = shared.measure_start.set(start);
         }
         let warmup = session < warmup_sessions || shared.limits.is_warmup(0, start.saturating_duration_since(shared.t0));

@@ -9,7 +9,7 @@ use super::driver::{Outcome, Point};
 use super::options::Slo;
 use crate::report::{
     encode_histogram, ClientCheck, Counts, EnvironmentStamp, Goodput, Histograms, Latencies, LatencySummary, RunReport,
-    SeriesPoint, Target, Throughput, Workload, RUN_SCHEMA_VERSION, PrefixCacheSummary, SessionSummary,
+    SeriesPoint, ShardInfo, Target, Throughput, Workload, RUN_SCHEMA_VERSION, PrefixCacheSummary, SessionSummary,
 };
 use crate::util::human_ms;
 
@@ -29,6 +29,8 @@ pub struct RunContext {
     pub cap_reached: bool,
     /// The run was made of multi-turn sessions.
     pub sessions: bool,
+    /// This process ran one shard of the run.
+    pub shard: Option<ShardInfo>,
 }
 
 fn definitions(open: bool) -> BTreeMap<String, String> {
@@ -107,7 +109,25 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         },
     });
 
-    let client = client_check(&ctx, outcome, window_s);
+    let mut client = client_check(&ctx, outcome, window_s);
+    let shard = ctx.shard.clone().map(|mut info| {
+        if let Some(rate) = client.target_rate.as_mut() {
+            *rate = round(*rate / f64::from(info.count.max(1)), 6);
+        }
+        client.notes.push(format!(
+            "shard {} of {}: this report is its part of the schedule; merge the shards with gpubench report merge",
+            info.index, info.count
+        ));
+        let wall = |at: Option<std::time::Instant>| {
+            at.map(|at| super::shard::unix_ms(outcome.wall_t0 + at.saturating_duration_since(outcome.t0)))
+        };
+        info.window_start_unix_ms = wall(r.first_start);
+        info.series_start_unix_ms = r.first_start.map(|first| {
+            let whole = Duration::from_secs(first.saturating_duration_since(outcome.t0).as_secs());
+            super::shard::unix_ms(outcome.wall_t0 + whole)
+        });
+        info
+    });
     let counts = Counts {
         sent: r.sent(),
         ok: r.ok,
@@ -147,6 +167,9 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         itl: encode_histogram(&r.itl),
         tpot: encode_histogram(&r.tpot),
         queue: encode_histogram(&r.queue),
+        schedule_lag: if r.lag.is_empty() { String::new() } else { encode_histogram(&r.lag) },
+        ttft_first_turn: if r.ttft_first_turn.is_empty() { String::new() } else { encode_histogram(&r.ttft_first_turn) },
+        ttft_later_turns: if r.ttft_later_turns.is_empty() { String::new() } else { encode_histogram(&r.ttft_later_turns) },
     };
     RunReport {
         schema_version: RUN_SCHEMA_VERSION,
@@ -168,6 +191,8 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         sessions,
         prefix_cache,
         interrupted: ctx.interrupted,
+        shard,
+        merged_from: None,
     }
 }
 
@@ -502,8 +527,10 @@ mod tests {
             interrupted: false,
             cap_reached: false,
             sessions: false,
+            shard: None,
         };
-        build_report(ctx, &Outcome { recorder: rec, t0, started_at: std::time::SystemTime::UNIX_EPOCH })
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        build_report(ctx, &Outcome { recorder: rec, t0, wall_t0: epoch, started_at: epoch })
     }
 
     #[test]

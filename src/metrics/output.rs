@@ -22,11 +22,7 @@ pub fn csv_header() -> Vec<String> {
     text.lines().next().unwrap_or("").split(',').map(str::to_string).collect()
 }
 
-/// Prints a line on stdout; a closed pipe (`| head`) is not an error worth a panic.
-pub(crate) fn print_stdout(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
-}
+pub(crate) use crate::util::print_line as print_stdout;
 
 /// Where the summary of `--out FILE.csv` goes: `FILE.summary.json`.
 pub fn summary_path(out: &Path) -> PathBuf {

@@ -83,6 +83,46 @@ pub struct RunReport {
     pub prefix_cache: Option<PrefixCacheSummary>,
     /// True when the run was stopped by Ctrl-C and the report is partial.
     pub interrupted: bool,
+    /// This run was one shard of several (`--shard I/N`): which one, and its clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// The shard reports this one was merged from (`gpubench report merge`), in shard order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Vec<MergedInput>>,
+}
+
+/// One shard's part of a sharded run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ShardInfo {
+    /// This shard's number, from 0, and how many shards the run has.
+    pub index: u32,
+    pub count: u32,
+    /// Closed-loop workers this shard ran (its share of the concurrency); absent for an open loop.
+    pub workers: Option<u32>,
+    /// The common start time every shard waited for (`--start-at`), RFC 3339.
+    pub start_at: Option<String>,
+    /// The target's clock minus this shard's, in milliseconds, from the target's HTTP `Date`
+    /// header, and the most that estimate may be off by; absent when the target sends no `Date`.
+    pub clock_offset_ms: Option<f64>,
+    pub clock_offset_error_ms: Option<f64>,
+    /// Wall-clock time (this shard's clock, Unix milliseconds) of the window's start, and of
+    /// second 0 of `series`: how shards' windows and series are aligned when merged.
+    pub window_start_unix_ms: Option<f64>,
+    pub series_start_unix_ms: Option<f64>,
+}
+
+/// One input of a merged report.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct MergedInput {
+    /// The file as given to the merge.
+    pub file: String,
+    pub shard: Option<ShardInfo>,
+    pub started_at: String,
+    pub sent: u64,
+    pub ok: u64,
+    /// Whether this shard kept to its schedule.
+    pub kept_up: bool,
+    pub environment: EnvironmentStamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -306,6 +346,13 @@ pub struct Histograms {
     pub itl: String,
     pub tpot: String,
     pub queue: String,
+    /// Open-loop schedule lag, and TTFT of sessions' first and later turns (absent in older reports).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub schedule_lag: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ttft_first_turn: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ttft_later_turns: String,
 }
 
 /// One second of the measurement window, by completion time.

@@ -216,10 +216,11 @@ fn mig_deployments_ask_for_mig_instances_that_fit_one_gpu() {
 fn load_test_jobs_share_one_workload_and_keep_their_reports() {
     let all = manifests();
     let df = Dockerfile::load();
-    let jobs: Vec<(Manifest, Value, Invocation)> = container_invocations(&all, &df)
+    let (sharded, jobs): (Vec<(Manifest, Value, Invocation)>, Vec<_>) = container_invocations(&all, &df)
         .into_iter()
         .filter_map(|(m, c, inv)| inv.into_iter().find(|i| i.subcommand == "load-test").map(|i| (m, c, i)))
-        .collect();
+        .partition(|(_, _, i)| i.has("--shards"));
+    sharded_jobs_split_the_same_workload_and_are_merged(&all, &df, &sharded, &jobs[0].2);
     let labels: Vec<&str> = jobs.iter().filter_map(|(_, _, i)| i.value_of("--label")).collect();
     let unique: BTreeSet<&str> = labels.iter().copied().collect();
     assert_eq!(labels.len(), unique.len(), "labels must differ: {labels:?}");
@@ -266,6 +267,49 @@ fn load_test_jobs_share_one_workload_and_keep_their_reports() {
     assert!(!local.is_empty(), "deploy/README.md shows a load-test run");
     for lt in local {
         assert_eq!(workload(lt), reference, "deploy/README.md: load-test workload differs from the Jobs'");
+    }
+}
+
+/// The Indexed Jobs: one per cluster phase that runs several pods behind a Service, each pod a
+/// shard of the same workload as the plain Jobs, and a merge Job that reads their reports.
+fn sharded_jobs_split_the_same_workload_and_are_merged(all: &[Manifest], df: &Dockerfile, sharded: &[(Manifest, Value, Invocation)], reference: &Invocation) {
+    let labels: BTreeSet<&str> = sharded.iter().filter_map(|(_, _, i)| i.value_of("--label")).collect();
+    assert_eq!(labels, BTreeSet::from(["kai-sharded", "kubernetes-sharded", "runai-sharded"]), "an Indexed Job per shared cluster phase");
+    let merges: Vec<(Manifest, Value, Invocation)> = container_invocations(all, df)
+        .into_iter()
+        .flat_map(|(m, c, inv)| inv.into_iter().filter(|i| i.subcommand == "report merge").map(move |i| (m.clone(), c.clone(), i)))
+        .collect();
+    for (m, c, lt) in sharded {
+        let label = lt.value_of("--label").expect("label");
+        for flag in ["--concurrency", "--requests", "--warmup", "--max-tokens", "--url"] {
+            assert_eq!(lt.value_of(flag), reference.value_of(flag), "{}: {flag} as in the plain load-test Jobs", m.id());
+        }
+        let spec = &m.value["spec"];
+        let shards = lt.value_of("--shards").expect("--shards N");
+        assert_eq!(spec["completionMode"], "Indexed", "{}", m.id());
+        assert_eq!(spec["completions"].to_string(), shards, "{}: completions = --shards", m.id());
+        assert_eq!(spec["parallelism"].to_string(), shards, "{}: every shard runs at once", m.id());
+        assert_eq!(lt.value_of("--start-at"), Some("$(START_AT)"), "{}: one start time for all shards", m.id());
+        let env: BTreeMap<&str, &str> = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| Some((v["name"].as_str()?, v["valueFrom"]["fieldRef"]["fieldPath"].as_str()?)))
+            .collect();
+        assert_eq!(env.get("START_AT"), Some(&"metadata.annotations['gpubench.dev/start-at']"), "{}", m.id());
+        assert_eq!(env.get("JOB_COMPLETION_INDEX"), Some(&"metadata.annotations['batch.kubernetes.io/job-completion-index']"), "{}", m.id());
+        let at = spec["template"]["metadata"]["annotations"]["gpubench.dev/start-at"].as_str().expect("start-at annotation");
+        let out = Command::new(env!("CARGO_BIN_EXE_gpubench"))
+            .args(["load-test", "--url", "http://127.0.0.1:9/generate", "--start-at", at, "--help"])
+            .output()
+            .expect("run gpubench");
+        assert!(out.status.success(), "{}: --start-at {at} does not parse: {}", m.id(), String::from_utf8_lossy(&out.stderr));
+        let dir = format!("/reports/shards/{label}");
+        assert_eq!(lt.value_of("--out"), Some(format!("{dir}/shard-$(JOB_COMPLETION_INDEX).json").as_str()), "{}", m.id());
+        let merge = merges.iter().find(|(mm, _, i)| mm.namespace() == m.namespace() && i.value_of("--out") == Some(format!("/reports/{label}.json").as_str()));
+        let (mm, mc, _) = merge.unwrap_or_else(|| panic!("{}: no merge Job writes /reports/{label}.json", m.id()));
+        let words = container_argv(mc, df).join(" ");
+        assert!(words.contains(&format!("{dir}/shard-*.json")), "{}: merges {dir}/shard-*.json", mm.id());
     }
 }
 

@@ -70,7 +70,7 @@ fn every_gpubench_flag_in_the_deploy_files_is_in_its_help() {
     }
     let mut checked = 0;
     for (sub, uses) in &by_command {
-        let out = Command::new(env!("CARGO_BIN_EXE_gpubench")).args([*sub, "--help"]).output().expect("run gpubench");
+        let out = Command::new(env!("CARGO_BIN_EXE_gpubench")).args(sub.split(' ')).arg("--help").output().expect("run gpubench");
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() && stderr.contains("unrecognized subcommand") {
             assert!(

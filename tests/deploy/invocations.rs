@@ -24,6 +24,8 @@ impl Invocation {
 }
 
 const SEPARATORS: &[&str] = &["&&", "||", ";", "|", "do", "then", "else", "done", "fi"];
+/// gpubench commands whose first argument is a subcommand.
+const NESTED: &[&str] = &["report"];
 const GLOBAL_FLAGS: &[&str] = &["-q", "--quiet", "-v", "-vv", "-vvv", "--verbose"];
 
 fn is_gpubench(word: &str) -> bool {
@@ -117,6 +119,14 @@ pub fn invocations_in(command: &[String], source: &str) -> Vec<Invocation> {
             i = j.max(i + 1);
             continue;
         }
+        // Commands with subcommands of their own (`gpubench report merge`) are named by both words.
+        let mut sub = sub.clone();
+        if NESTED.contains(&sub.as_str()) {
+            if let Some(second) = command.get(j + 1).filter(|w| !w.starts_with('-')) {
+                sub = format!("{sub} {second}");
+                j += 1;
+            }
+        }
         let mut flags = Vec::new();
         let mut k = j + 1;
         while k < command.len() && command[k] != "--" && !is_gpubench(&command[k]) {
@@ -132,7 +142,7 @@ pub fn invocations_in(command: &[String], source: &str) -> Vec<Invocation> {
             }
             k += 1;
         }
-        found.push(Invocation { source: source.to_string(), subcommand: sub.clone(), flags });
+        found.push(Invocation { source: source.to_string(), subcommand: sub, flags });
         i = k;
     }
     found
