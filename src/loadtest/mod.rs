@@ -310,9 +310,13 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
             cancel.cancel();
         })
     };
-    if let Some(wait) = args.start_at.and_then(|at| at.duration_since(std::time::SystemTime::now()).ok()) {
-        if !quiet {
-            eprintln!("waiting {:.1} s for --start-at {}", wait.as_secs_f64(), shard::rfc3339_ms(args.start_at.unwrap_or(std::time::UNIX_EPOCH)));
+    if let Some(at) = args.start_at {
+        match at.duration_since(std::time::SystemTime::now()) {
+            Ok(wait) if !quiet => eprintln!("waiting {:.1} s for --start-at {}", wait.as_secs_f64(), shard::rfc3339_ms(at)),
+            Err(late) if late.duration() > Duration::from_secs(1) => {
+                tracing::warn!("--start-at {} passed {:.1} s ago: starting now", shard::rfc3339_ms(at), late.duration().as_secs_f64())
+            }
+            _ => {}
         }
     }
     let (reports, sweep) = run_all(&plan, &cancel, !quiet).await?;
