@@ -14,6 +14,7 @@ use super::driver::{Limits, Point};
 use super::options::{Arrival, InputTokens, LoadTestArgs, RampKind, Slo, Warmup};
 use super::requests_csv::RequestLog;
 use super::schedule::{Gaps, RampSpan, Shape};
+use super::server_metrics::{probe, ServerMetricsPlan};
 use super::sessions::SessionSet;
 use super::tokenizer::{exact_prompts, PromptTokenizer};
 use super::trace;
@@ -43,6 +44,8 @@ pub struct Plan {
     pub(super) environment: EnvironmentStamp,
     pub(super) csv: Option<std::path::PathBuf>,
     pub(super) sessions: Option<Arc<SessionSet>>,
+    /// The replicas whose own metrics are scraped while each point runs.
+    pub(super) server_metrics: ServerMetricsPlan,
 }
 
 impl Plan {
@@ -93,6 +96,7 @@ fn check_flags(args: &LoadTestArgs, api: ApiKind) -> Result<(), LoadTestError> {
         (args.requests == Some(0), "--requests must be at least 1"),
         (args.duration.is_some_and(|d| d.is_zero()), "--duration must be longer than 0"),
         (args.timeout.is_zero(), "--timeout must be longer than 0"),
+        (args.server_metrics_interval.is_zero(), "--server-metrics-interval must be longer than 0"),
         (args.max_concurrency == Some(0), "--max-concurrency must be at least 1"),
         (args.sessions == Some(0), "--sessions must be at least 1"),
         (args.sweep.is_some() && args.sweep_points == 0, "--sweep-points must be at least 1"),
@@ -153,6 +157,7 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
     for url in &urls {
         check_reachable(url).await?;
     }
+    let server_metrics = probe(&args.server_metrics, &urls, args.server_metrics_interval).await;
     if api == ApiKind::Generate && args.api == super::options::ApiChoice::Auto && is_tgi(&urls[0]).await {
         api = ApiKind::TgiGenerate;
     }
@@ -254,6 +259,7 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         environment,
         csv: args.csv.clone(),
         sessions,
+        server_metrics,
     })
 }
 
