@@ -4,6 +4,7 @@
 
 pub mod axum_thread;
 pub mod fake_llm;
+pub mod fake_metrics;
 pub mod fake_native;
 pub mod llama_server;
 pub mod origin_only;
