@@ -12,7 +12,7 @@ mod metrics;
 mod run;
 mod server_metrics;
 
-pub use comparison::{ChartFile, Comparison, ComparisonRow, CostModel, PhaseSummary, SweepPoint};
+pub use comparison::{ChartFile, Comparison, ComparisonRow, CostModel, PhaseSummary, PodUsage, SweepPoint};
 pub use environment::{EnvironmentStamp, GpuInfo};
 pub use latency::{decode_histogram, encode_histogram, LatencySummary};
 pub use metrics::{MetricSample, MetricSummary};
