@@ -128,3 +128,19 @@ fn counter_resets_nan_and_infinity() {
     assert_eq!(nan["preemptions"], 2.0);
     assert_eq!(nan["running"], 2.0);
 }
+
+#[test]
+fn gpubench_serve_reports_its_batch_and_kv_cache() {
+    let srv = common::serve::Server::start(&[], &["--max-batch-size", "4"]);
+    let url = srv.url("/v1/completions");
+    let run = load_test(&["--url", &url, "-c", "4", "-n", "12", "--max-tokens", "24", "--ignore-eos", "--server-metrics-interval", "100ms"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.r();
+    assert!(server_warnings(r).is_empty(), "{:?}", r["warnings"]);
+    let replica = &r["server_metrics"]["replicas"][0];
+    assert_eq!(replica["engine"], "gpubench", "{replica:#}");
+    let s = &replica["summary"];
+    assert!(s["running_peak"].as_f64().is_some_and(|p| (1.0..=4.0).contains(&p)), "a scrape saw the batch: {s}");
+    assert!(s["kv_usage_peak"].as_f64().is_some_and(|k| k > 0.0 && k <= 1.0), "{s}");
+    assert!(s["waiting_peak"].as_f64().is_some(), "{s}");
+}

@@ -26,6 +26,15 @@ pub fn assert_valid_report(value: &serde_json::Value) {
 }
 pub mod fake_hub;
 
+/// The report's warnings other than the note that the target has no `/metrics` (which every
+/// fake without one gets from `--server-metrics auto`).
+pub fn other_warnings(r: &serde_json::Value) -> Vec<String> {
+    r["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|w| w.as_str()).filter(|w| !w.starts_with("server metrics:")).map(String::from).collect())
+        .unwrap_or_default()
+}
+
 /// What one run of `gpubench load-test` left: its exit code, output and report.
 pub struct LoadTestRun {
     pub code: i32,
