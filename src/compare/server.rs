@@ -57,7 +57,9 @@ pub fn pods(phases: &[PhaseData]) -> Result<Vec<PodUsage>, CompareError> {
 pub fn load_pods(path: &Path, phase: &str) -> Result<Vec<PodUsage>, CompareError> {
     let err = |detail: String| CompareError::Input { path: path.into(), detail };
     let mut reader = csv::Reader::from_path(path).map_err(|e| err(format!("cannot read the metric series ({e})")))?;
-    let mut by_pod: BTreeMap<(String, String), (u64, Vec<f64>, Option<f64>)> = BTreeMap::new();
+    // (pod, GPU) -> (samples, SM utilization values, peak memory)
+    type Acc = (u64, Vec<f64>, Option<f64>);
+    let mut by_pod: BTreeMap<(String, String), Acc> = BTreeMap::new();
     for (i, row) in reader.deserialize::<MetricSample>().enumerate() {
         let s = row.map_err(|e| err(format!("row {} is not a metric sample: {e}. Write it with gpubench metrics --out", i + 1)))?;
         let Some(pod) = s.pod.filter(|p| !p.is_empty()) else { continue };
