@@ -59,3 +59,22 @@ fn ignore_eos_gives_exact_lengths_on_llama_server() {
     assert_eq!(r["counts"]["ok"], 4, "{r:#}");
     assert_eq!(r["throughput"]["total_output_tokens"], 96, "4 answers of exactly 24 tokens: {r:#}");
 }
+
+#[test]
+fn server_metrics_of_llama_server() {
+    let Some(server) = LlamaServer::start(&["--metrics"]) else { return };
+    let run = load_test(&["--url", &server.url("/v1/completions"), "-c", "2", "-n", "6", "--max-tokens", "8", "--server-metrics-interval", "200ms"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.r();
+    let warnings: Vec<&str> = r["warnings"].as_array().unwrap().iter().filter_map(|w| w.as_str()).collect();
+    assert!(!warnings.iter().any(|w| w.contains("server metrics")), "{warnings:?}");
+    let replica = &r["server_metrics"]["replicas"][0];
+    assert_eq!(replica["engine"], "llama.cpp", "{replica:#}");
+    assert_eq!(replica["scrape_url"], server.url("/metrics"));
+    assert!(!replica["series"].as_array().unwrap().is_empty());
+    let s = &replica["summary"];
+    assert!(s["samples"].as_u64().unwrap() >= 2, "{s}");
+    assert_eq!(s["scrape_errors"], 0);
+    // Two workers on four slots: llama-server reports them as processing.
+    assert!(s["running_peak"].as_f64().is_some_and(|p| (0.0..=4.0).contains(&p)), "{s}");
+}

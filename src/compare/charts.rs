@@ -15,8 +15,8 @@ use super::markdown::value;
 use super::table::{format_count, util_name};
 use super::CompareError;
 
-const FONT: &str = "sans-serif";
-const SIZE: (u32, u32) = (1000, 600);
+pub(super) const FONT: &str = "sans-serif";
+pub(super) const SIZE: (u32, u32) = (1000, 600);
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -28,7 +28,7 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-fn color(i: usize) -> RGBColor {
+pub(super) fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
@@ -41,7 +41,7 @@ fn font_ready() -> bool {
     })
 }
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
+pub(super) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Draws every chart the data allows into `dir`; returns them in the order the report shows them.
 pub fn draw_all(c: &Comparison, phases: &[PhaseData], dir: &Path, written: &mut Vec<PathBuf>) -> Result<Vec<ChartFile>, CompareError> {
@@ -64,6 +64,9 @@ pub fn draw_all(c: &Comparison, phases: &[PhaseData], dir: &Path, written: &mut 
     if phases.iter().any(|p| p.util.is_some()) {
         draw("utilization.png", format!("{} over time", util_name(&c.phases)), &|p| utilization(c, phases, p))?;
     }
+    if super::server_chart::has_series(c, phases) {
+        draw(super::server_chart::FILE, super::server_chart::TITLE.into(), &|p| super::server_chart::draw(c, phases, p))?;
+    }
     if c.phases.iter().any(|p| p.yearly_cost.is_some()) {
         let title = format!("Yearly cost for {} req/min", format_count(c.cost_model.target_rpm));
         draw("cost.png", title.clone(), &|p| cost(c, &title, p))?;
@@ -72,7 +75,7 @@ pub fn draw_all(c: &Comparison, phases: &[PhaseData], dir: &Path, written: &mut 
 }
 
 /// Axis numbers without a needless `.0`.
-fn tick(v: f64) -> String {
+pub(super) fn tick(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 || v.abs() >= 10.0 {
         format!("{v:.0}")
     } else {
@@ -303,7 +306,7 @@ where
     Ok(())
 }
 
-fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+pub(super) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
 ) -> DrawResult

@@ -21,6 +21,7 @@ pub fn value(metric: &str, v: Option<f64>) -> String {
         "latency_p50_ms" | "latency_p95_ms" | "latency_p99_ms" | "ttft_p95_ms" => human_ms(v),
         "yearly_cost" => money(v),
         "cost_per_million_output_tokens" => per_million(v),
+        m if m.ends_with("_pct") => format!("{v:.1}%"),
         _ => format!("{v}"),
     }
 }
@@ -136,6 +137,7 @@ pub fn document(c: &Comparison) -> String {
         }
         md.push('\n');
     }
+    super::server::sections(&mut md, c);
     md
 }
 

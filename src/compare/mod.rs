@@ -12,6 +12,8 @@ mod gate;
 mod inputs;
 mod markdown;
 mod options;
+mod server;
+mod server_chart;
 mod table;
 mod verdict;
 

@@ -47,7 +47,8 @@ pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Compariso
         target_rpm_is_default,
         slo_ms: request.slo_ms.clone(),
     };
-    let rows = rows(&summaries, &cost_model);
+    let mut rows = rows(&summaries, &cost_model);
+    super::server::insert_rows(&mut rows, &summaries);
     let mut comparison = Comparison {
         schema_version: SCHEMA_VERSION,
         cost_model,
@@ -56,6 +57,7 @@ pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Compariso
         verdict: String::new(),
         charts: Vec::new(),
         notes,
+        pods: super::server::pods(phases)?,
     };
     comparison.verdict = verdict::write(&comparison);
     Ok(comparison)
@@ -118,6 +120,7 @@ fn summarize(phase: &PhaseData, request: &CompareRequest, notes: &mut Vec<String
     let meets_slo = within.is_some();
     let (_, run) = within.unwrap_or(fastest);
     let e2e = run.latency_ms.e2e.clone().unwrap_or_else(empty_summary);
+    let (kv_usage_mean_pct, kv_usage_peak_pct, waiting_peak) = super::server::server_numbers(run);
     Ok(PhaseSummary {
         label: input.label.clone(),
         report_file: input.report.display().to_string(),
@@ -141,6 +144,10 @@ fn summarize(phase: &PhaseData, request: &CompareRequest, notes: &mut Vec<String
         yearly_cost: None,
         cost_per_million_output_tokens: None,
         points,
+        kv_usage_mean_pct,
+        kv_usage_peak_pct,
+        waiting_peak,
+        environment: Some(run.environment.clone()),
     })
 }
 
@@ -286,6 +293,10 @@ mod tests {
             yearly_cost: None,
             cost_per_million_output_tokens: None,
             points: Vec::new(),
+            kv_usage_mean_pct: None,
+            kv_usage_peak_pct: None,
+            waiting_peak: None,
+            environment: None,
         }
     }
 

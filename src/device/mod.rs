@@ -8,6 +8,7 @@
 
 pub(crate) mod clock;
 mod cpu;
+pub mod exposition;
 mod gpu;
 mod nvml;
 mod pods;

@@ -12,6 +12,7 @@ mod api;
 mod client;
 mod discovery;
 mod driver;
+mod engine_metrics;
 mod http1;
 mod native;
 mod options;
@@ -19,6 +20,7 @@ mod plan;
 mod recorder;
 mod requests_csv;
 mod schedule;
+mod server_metrics;
 mod sessions;
 pub mod shard;
 mod summary;
@@ -220,6 +222,7 @@ async fn run_point(
             }
         })
     });
+    let scraper = server_metrics::Scraper::start(&plan.server_metrics);
     let point_cancel = cancel.child_token();
     let outcome = driver::drive(
         point.clone(),
@@ -272,7 +275,18 @@ async fn run_point(
         sessions: plan.sessions.is_some(),
         shard: plan.shard.clone(),
     };
-    summary::build_report(ctx, &outcome)
+    let mut report = summary::build_report(ctx, &outcome);
+    if let Some(scraper) = scraper {
+        report.server_metrics = Some(scraper.finish(outcome.recorder.first_start).await);
+        report.definitions.insert(
+            "server_metrics".into(),
+            "the engine's own /metrics, scraped every interval while the point ran: running and waiting requests, KV-cache use (0 to 1), preemptions and prefix-cache tokens since the first scrape; means and peaks over the window".into(),
+        );
+    }
+    if let Some(note) = &plan.server_metrics.note {
+        report.warnings.push(note.clone());
+    }
+    report
 }
 
 fn progress_bar(enabled: bool, limits: &Limits, label: &str) -> Option<ProgressBar> {

@@ -222,6 +222,43 @@ pub struct LoadTestArgs {
     /// that all shards begin together.
     #[arg(long, value_name = "TIME", value_parser = super::shard::parse_start_at)]
     pub start_at: Option<std::time::SystemTime>,
+    /// The serving engine's own Prometheus metrics, scraped while each point runs: `auto`
+    /// (`/metrics` on each --url's host and port; one warning where there is none), one or
+    /// more URLs (comma-separated), or `off`.
+    #[arg(long, default_value = "auto", value_name = "auto|URL|off", value_parser = parse_server_metrics)]
+    pub server_metrics: ServerMetricsSource,
+    /// Time between scrapes of --server-metrics, e.g. 1s or 500ms.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "D")]
+    pub server_metrics_interval: Duration,
+}
+
+/// Where the engine's own metrics are read (`--server-metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMetricsSource {
+    /// `/metrics` on the host and port of each --url.
+    Auto,
+    Off,
+    Urls(Vec<String>),
+}
+
+pub fn parse_server_metrics(text: &str) -> Result<ServerMetricsSource, String> {
+    match text.trim() {
+        "auto" => Ok(ServerMetricsSource::Auto),
+        "off" | "none" => Ok(ServerMetricsSource::Off),
+        t => {
+            let urls: Vec<String> = t.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+            for u in &urls {
+                let ok = reqwest::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host_str().is_some());
+                if !ok {
+                    return Err(format!("'{u}' is not an http:// URL: use auto, off, or e.g. http://127.0.0.1:8000/metrics"));
+                }
+            }
+            if urls.is_empty() {
+                return Err("empty value: use auto, off, or e.g. http://127.0.0.1:8000/metrics".into());
+            }
+            Ok(ServerMetricsSource::Urls(urls))
+        }
+    }
 }
 
 /// How the run warms up before measuring.

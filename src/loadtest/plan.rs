@@ -14,6 +14,7 @@ use super::driver::{Limits, Point};
 use super::options::{Arrival, InputTokens, LoadTestArgs, RampKind, Slo, Warmup};
 use super::requests_csv::RequestLog;
 use super::schedule::{Gaps, RampSpan, Shape};
+use super::server_metrics::{probe, ServerMetricsPlan};
 use super::sessions::SessionSet;
 use super::shard::{Shard, JOB_INDEX_ENV};
 use super::tokenizer::{exact_prompts, PromptTokenizer};
@@ -46,6 +47,8 @@ pub struct Plan {
     pub(super) sessions: Option<Arc<SessionSet>>,
     /// What the report says of this shard (absent for a whole run).
     pub(super) shard: Option<report::ShardInfo>,
+    /// The replicas whose own metrics are scraped while each point runs.
+    pub(super) server_metrics: ServerMetricsPlan,
 }
 
 impl Plan {
@@ -96,6 +99,7 @@ fn check_flags(args: &LoadTestArgs, api: ApiKind) -> Result<(), LoadTestError> {
         (args.requests == Some(0), "--requests must be at least 1"),
         (args.duration.is_some_and(|d| d.is_zero()), "--duration must be longer than 0"),
         (args.timeout.is_zero(), "--timeout must be longer than 0"),
+        (args.server_metrics_interval.is_zero(), "--server-metrics-interval must be longer than 0"),
         (args.max_concurrency == Some(0), "--max-concurrency must be at least 1"),
         (args.sessions == Some(0), "--sessions must be at least 1"),
         (args.sweep.is_some() && args.sweep_points == 0, "--sweep-points must be at least 1"),
@@ -156,6 +160,14 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
     for url in &urls {
         check_reachable(url).await?;
     }
+    // The shards of a run load the same servers: by default only the first scrapes them.
+    let shard_of_many = Shard::resolve(args.shard.as_deref(), args.shards, std::env::var(JOB_INDEX_ENV).ok().as_deref())
+        .is_ok_and(|s| s.index > 0);
+    let source = match &args.server_metrics {
+        super::options::ServerMetricsSource::Auto if shard_of_many => super::options::ServerMetricsSource::Off,
+        other => other.clone(),
+    };
+    let server_metrics = probe(&source, &urls, args.server_metrics_interval).await;
     if api == ApiKind::Generate && args.api == super::options::ApiChoice::Auto && is_tgi(&urls[0]).await {
         api = ApiKind::TgiGenerate;
     }
@@ -267,6 +279,7 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         csv: args.csv.clone(),
         sessions,
         shard: shard_info,
+        server_metrics,
     })
 }
 

@@ -187,6 +187,7 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         client,
         histograms,
         series: series(outcome),
+        server_metrics: None,
         warnings,
         sessions,
         prefix_cache,
@@ -367,6 +368,12 @@ pub fn render(report: &RunReport) -> String {
         (None, _) => format!("{} req/s sent", rate(report.client.achieved_send_rate)),
     };
     overview.add_row(vec!["client".to_string(), client]);
+    if let Some(m) = &report.server_metrics {
+        for r in &m.replicas {
+            let name = if m.replicas.len() > 1 { format!("server {}", r.url) } else { "server".to_string() };
+            overview.add_row(vec![name, server_line(r)]);
+        }
+    }
     out.push_str(&overview.to_string());
     out.push('\n');
 
@@ -412,6 +419,33 @@ pub fn render(report: &RunReport) -> String {
         out.push_str(&format!("warning: {w}\n"));
     }
     out
+}
+
+/// One replica's own metrics in a line: `vllm · KV cache mean 45% · peak 81% · waiting peak 7 ...`.
+pub fn server_line(r: &crate::report::ReplicaMetrics) -> String {
+    let s = &r.summary;
+    let pct = |v: f64| format!("{:.0}%", v * 100.0);
+    let mut parts = vec![r.engine.clone()];
+    if let (Some(mean), Some(peak)) = (s.kv_usage_mean, s.kv_usage_peak) {
+        parts.push(format!("KV cache mean {} · peak {}", pct(mean), pct(peak)));
+    }
+    if let Some(w) = s.waiting_peak {
+        parts.push(format!("waiting peak {w}"));
+    }
+    if let Some(n) = s.running_peak {
+        parts.push(format!("running peak {n}"));
+    }
+    if let Some(p) = s.preemptions.filter(|p| *p > 0.0) {
+        parts.push(format!("{p} preemptions"));
+    }
+    if let Some(h) = s.prefix_cache_hit_rate {
+        parts.push(format!("prefix cache hits {}", pct(h)));
+    }
+    parts.push(format!("{} scrapes", s.samples));
+    if s.scrape_errors > 0 {
+        parts.push(format!("{} failed", s.scrape_errors));
+    }
+    parts.join(" · ")
 }
 
 /// The console summary of a sweep: one row per point.
@@ -561,6 +595,33 @@ mod tests {
         assert!((g.fraction - 14.0 / 22.0).abs() < 1e-3);
         assert!(r.client.kept_up);
         assert_eq!(r.series.iter().map(|p| p.ok).sum::<u64>(), 20);
+    }
+
+    #[test]
+    fn server_metrics_line_snapshot() {
+        use crate::report::{ReplicaMetrics, ServerMetrics, ServerMetricsSummary};
+        let mut r = fixed_report(false);
+        let summary = ServerMetricsSummary {
+            samples: 12,
+            scrape_errors: 1,
+            kv_usage_mean: Some(0.4512),
+            kv_usage_peak: Some(0.8125),
+            waiting_mean: Some(2.5),
+            waiting_peak: Some(7.0),
+            running_mean: Some(20.0),
+            running_peak: Some(24.0),
+            preemptions: Some(3.0),
+            prefix_cache_hit_rate: Some(0.25),
+        };
+        let replica = ReplicaMetrics {
+            url: "http://127.0.0.1:8000/v1/completions".into(),
+            scrape_url: "http://127.0.0.1:8000/metrics".into(),
+            engine: "vllm".into(),
+            series: Vec::new(),
+            summary,
+        };
+        r.server_metrics = Some(ServerMetrics { interval_s: 1.0, replicas: vec![replica] });
+        insta::assert_snapshot!("server_metrics_summary", render(&r));
     }
 
     #[test]

@@ -156,7 +156,26 @@ pub fn combine(inputs: &[(PathBuf, RunReport)]) -> RunReport {
         interrupted: runs.iter().any(|r| r.interrupted),
         shard: None,
         merged_from: Some(merged_from),
+        server_metrics: server_metrics(&runs),
     }
+}
+
+/// The servers' own metrics as the first shard that scraped them saw them (every shard
+/// loads the same servers; by default only shard 0 scrapes), on the merged window's clock.
+fn server_metrics(runs: &[&RunReport]) -> Option<crate::report::ServerMetrics> {
+    let start = |r: &RunReport| r.shard.as_ref().and_then(|s| s.window_start_unix_ms);
+    let begin = runs.iter().filter_map(|r| start(r)).fold(f64::INFINITY, f64::min);
+    let r = runs.iter().find(|r| r.server_metrics.is_some())?;
+    let mut metrics = r.server_metrics.clone()?;
+    let shift = start(r).map_or(0.0, |s| (s - begin) / 1000.0);
+    if shift.is_finite() && shift != 0.0 {
+        for replica in &mut metrics.replicas {
+            for p in &mut replica.series {
+                p.t_s = round(p.t_s + shift, 3);
+            }
+        }
+    }
+    Some(metrics)
 }
 
 fn shard_name(r: &RunReport, path: &std::path::Path) -> String {
@@ -342,6 +361,7 @@ pub(super) mod tests {
             sessions: None,
             prefix_cache: None,
             interrupted: false,
+            server_metrics: None,
             shard: Some(ShardInfo {
                 index,
                 count,

@@ -8,7 +8,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ReportError, SCHEMA_VERSION};
+use super::{EnvironmentStamp, ReportError, SCHEMA_VERSION};
 
 /// The comparison of several deployments ("phases") of the same model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -26,6 +26,25 @@ pub struct Comparison {
     pub charts: Vec<ChartFile>,
     /// Things a reader should know (skipped sweep points, missing metrics...).
     pub notes: Vec<String>,
+    /// Each pod's share of its GPU, from the per-pod rows of the phases' metric series.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodUsage>,
+}
+
+/// One pod (or process in a pod) on one GPU during a phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PodUsage {
+    pub phase: String,
+    /// `namespace/name`, the pod's name, or `uid:<pod uid>`, as the metric series has it.
+    pub pod: String,
+    /// The GPU it ran on.
+    pub device_id: String,
+    pub samples: u64,
+    /// SM utilization of the pod's processes (NVML per-process, or Run:AI per pod), in %.
+    pub sm_util_mean_pct: Option<f64>,
+    pub sm_util_p95_pct: Option<f64>,
+    /// Highest GPU memory the pod used, in MiB.
+    pub mem_peak_mib: Option<f64>,
 }
 
 /// What the cost numbers assume.
@@ -84,6 +103,18 @@ pub struct PhaseSummary {
     pub cost_per_million_output_tokens: Option<f64>,
     /// Every point of the file, in the order they ran.
     pub points: Vec<SweepPoint>,
+    /// KV-cache use at the operating point in % (the engine's own metrics, mean of replicas'
+    /// means, and highest of any replica), where the run report has server metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_usage_mean_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_usage_peak_pct: Option<f64>,
+    /// Most requests waiting in any replica's queue at the operating point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_peak: Option<f64>,
+    /// What ran the operating point's measurement (the run report's environment stamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentStamp>,
 }
 
 /// One load-test point of a phase.

@@ -10,12 +10,14 @@ mod environment;
 mod latency;
 mod metrics;
 mod run;
+mod server_metrics;
 
-pub use comparison::{ChartFile, Comparison, ComparisonRow, CostModel, PhaseSummary, SweepPoint};
+pub use comparison::{ChartFile, Comparison, ComparisonRow, CostModel, PhaseSummary, PodUsage, SweepPoint};
 pub use environment::{EnvironmentStamp, GpuInfo};
 pub use latency::{decode_histogram, encode_histogram, LatencySummary};
 pub use metrics::{MetricSample, MetricSummary};
 pub use run::*;
+pub use server_metrics::{ReplicaMetrics, ServerMetrics, ServerMetricsPoint, ServerMetricsSummary};
 
 use std::path::{Path, PathBuf};
 

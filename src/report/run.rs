@@ -73,6 +73,9 @@ pub struct RunReport {
     pub histograms: Histograms,
     /// Per-second series over the measurement window.
     pub series: Vec<SeriesPoint>,
+    /// The serving engine's own metrics (its `/metrics`), scraped while the point ran; per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_metrics: Option<super::ServerMetrics>,
     /// Things a reader should know (token count mismatches, unknown counts...).
     pub warnings: Vec<String>,
     /// Multi-turn sessions: how many finished, and TTFT of first against later turns.

@@ -103,6 +103,14 @@ impl Metrics {
         gauge(&mut out, "gpubench_serve_engine_steps_total", "Forward steps run.", "counter", ld(&self.steps));
         gauge(&mut out, "gpubench_serve_kv_cache_tokens_used", "KV-cache tokens reserved by running sequences.", "gauge", ld(&self.kv_tokens_used));
         gauge(&mut out, "gpubench_serve_kv_cache_tokens_limit", "KV-cache token budget.", "gauge", ld(&self.kv_tokens_limit));
+        let (used, limit) = (ld(&self.kv_tokens_used), ld(&self.kv_tokens_limit));
+        if limit > 0 {
+            let ratio = used as f64 / limit as f64;
+            let _ = writeln!(
+                out,
+                "# HELP gpubench_serve_kv_cache_usage_ratio Share of the KV-cache token budget in use (0 to 1).\n# TYPE gpubench_serve_kv_cache_usage_ratio gauge\ngpubench_serve_kv_cache_usage_ratio {ratio}"
+            );
+        }
         if let Some(rss) = process_rss_bytes() {
             gauge(&mut out, "gpubench_serve_process_resident_memory_bytes", "Resident memory of the server process.", "gauge", rss);
         }
@@ -134,5 +142,9 @@ mod tests {
         assert!(text.contains("gpubench_serve_requests_total{route=\"/generate\",status=\"200\"} 1"));
         assert!(text.contains("gpubench_serve_time_to_first_token_seconds_bucket{le=\"0.25\"} 1"));
         assert!(text.contains("gpubench_serve_time_to_first_token_seconds_count 1"));
+        assert!(!text.contains("kv_cache_usage_ratio"), "no ratio without a budget");
+        m.kv_tokens_limit.store(4096, Ordering::Relaxed);
+        m.kv_tokens_used.store(1024, Ordering::Relaxed);
+        assert!(m.render().contains("\ngpubench_serve_kv_cache_usage_ratio 0.25\n"));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod axum_thread;
 pub mod fake_llm;
+pub mod fake_metrics;
 pub mod fake_native;
 pub mod llama_server;
 pub mod origin_only;
@@ -24,6 +25,15 @@ pub fn assert_valid_report(value: &serde_json::Value) {
     assert!(errors.is_empty(), "report does not match schemas/run-report.schema.json:\n{}", errors.join("\n"));
 }
 pub mod fake_hub;
+
+/// The report's warnings other than the note that the target has no `/metrics` (which every
+/// fake without one gets from `--server-metrics auto`).
+pub fn other_warnings(r: &serde_json::Value) -> Vec<String> {
+    r["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|w| w.as_str()).filter(|w| !w.starts_with("server metrics:")).map(String::from).collect())
+        .unwrap_or_default()
+}
 
 /// What one run of `gpubench load-test` left: its exit code, output and report.
 pub struct LoadTestRun {
