@@ -26,6 +26,10 @@ pub struct Comparison {
     pub charts: Vec<ChartFile>,
     /// Things a reader should know (skipped sweep points, missing metrics...).
     pub notes: Vec<String>,
+    /// What the phases ran on: `gpu`, `cpu` or `mixed`; the rows' titles name it ("CPUs used").
+    /// Absent in comparisons written before it was recorded (read as `gpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_kind: Option<String>,
 }
 
 /// What the cost numbers assume.
@@ -84,6 +88,10 @@ pub struct PhaseSummary {
     pub cost_per_million_output_tokens: Option<f64>,
     /// Every point of the file, in the order they ran.
     pub points: Vec<SweepPoint>,
+    /// What this phase ran on (`gpu` or `cpu`), where its inputs tell: the metric series'
+    /// source, or a server on loopback of a machine without GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_kind: Option<String>,
 }
 
 /// One load-test point of a phase.
