@@ -5,14 +5,25 @@ use crate::report::{Comparison, RunReport};
 
 use super::inputs::PhaseData;
 
-/// The device of one phase: the metric series' source when there is one, else the CPU
-/// when every run measured a server on this machine's loopback and the machine has no
-/// GPU. `None` where the inputs do not tell (a remote server without a metric series).
+/// The device of one phase, where its metric series tells (`gpu` or `cpu`); `None`
+/// without one (a server elsewhere, or behind a port-forward, may run on anything).
 pub fn phase_kind(phase: &PhaseData) -> Option<&'static str> {
-    if let Some(u) = &phase.util {
-        return Some(if u.kind == "cpu" { "cpu" } else { "gpu" });
+    phase.util.as_ref().map(|u| if u.kind == "cpu" { "cpu" } else { "gpu" })
+}
+
+/// The device of the whole comparison: what the phases' metric series agree on; where
+/// none has one, `cpu` when every run measured a server on loopback of a machine
+/// without GPUs (its environment stamp lists none), else `gpu`.
+pub fn overall_for(phases: &[PhaseData]) -> &'static str {
+    if phases.iter().any(|p| p.util.is_some()) {
+        return overall(phases.iter().map(phase_kind));
     }
-    (!phase.runs.is_empty() && phase.runs.iter().all(local_without_gpu)).then_some("cpu")
+    let runs = || phases.iter().flat_map(|p| p.runs.iter());
+    if runs().next().is_some() && runs().all(local_without_gpu) {
+        "cpu"
+    } else {
+        "gpu"
+    }
 }
 
 fn local_without_gpu(run: &RunReport) -> bool {
@@ -28,7 +39,7 @@ fn is_loopback(url: &str) -> bool {
     }
 }
 
-/// The device of the whole comparison: `cpu` or `gpu` when the phases that tell agree,
+/// The device of phases that tell: `cpu` or `gpu` when they agree,
 /// `mixed` when they differ, `gpu` when none tells (the cost model prices GPU hours).
 pub fn overall<'a>(kinds: impl IntoIterator<Item = Option<&'a str>>) -> &'static str {
     let known: std::collections::BTreeSet<&str> = kinds.into_iter().flatten().collect();
@@ -50,6 +61,12 @@ pub fn noun_of(kind: Option<&str>) -> &'static str {
         Some("mixed") => "device",
         _ => "GPU",
     }
+}
+
+/// The noun at the start of a title: `Device`, `GPU`.
+pub fn capitalized(noun: &str) -> String {
+    let mut c = noun.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// `1 GPU`, `3 CPUs`.
@@ -85,5 +102,7 @@ mod tests {
         assert_eq!(noun_of(None), "GPU");
         assert_eq!(count(1, "CPU"), "1 CPU");
         assert_eq!(count(4, "GPU"), "4 GPUs");
+        assert_eq!(capitalized("device"), "Device");
+        assert_eq!(capitalized("CPU"), "CPU");
     }
 }

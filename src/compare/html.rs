@@ -177,12 +177,13 @@ fn cost_model(h: &mut String, c: &Comparison) {
     }
     let _ = writeln!(
         h,
-        "<li>{dev} hour: ${:.2}; licence per {dev} and year: {}; {} hours a year</li>",
+        "<li>{} hour: ${:.2}; licence per {dev} and year: {}; {} hours a year</li>",
+        super::device::capitalized(dev),
         m.gpu_hour_cost,
         money(m.license_per_gpu_year),
         group_thousands(&format!("{:.0}", m.hours_per_year))
     );
-    let _ = writeln!(h, "<li>{dev}s needed = ceil(target / (req/min at the operating point / {dev}s used))</li>");
+    let _ = writeln!(h, "<li>{}s needed = ceil(target / (req/min at the operating point / {dev}s used))</li>", super::device::capitalized(dev));
     let _ = writeln!(h, "<li>Yearly cost = {dev}s needed × ({dev} hour × hours a year + licence)</li>");
     let _ = writeln!(h, "<li>Cost per 1M output tokens = {dev}s used × hourly cost / (output tokens/s × 3600 / 1,000,000)</li>");
     if dev == "CPU" {
@@ -229,7 +230,8 @@ fn inputs(h: &mut String, c: &Comparison, out_dir: &Path) {
     let dev = device::noun(c);
     let _ = write!(
         h,
-        "<h2>Inputs</h2>\n<div class=\"scroll\"><table class=\"sortable\" id=\"inputs\">\n<thead><tr><th>Phase</th><th>Device</th><th>Run report</th><th>Metric series</th><th>Pods per {dev}</th><th>{dev}s</th><th>Operating point</th></tr></thead>\n<tbody>\n"
+        "<h2>Inputs</h2>\n<div class=\"scroll\"><table class=\"sortable\" id=\"inputs\">\n<thead><tr><th>Phase</th><th>Device</th><th>Run report</th><th>Metric series</th><th>Pods per {dev}</th><th>{}s</th><th>Operating point</th></tr></thead>\n<tbody>\n",
+        device::capitalized(dev)
     );
     let link = |file: &str| {
         let href = relative_href(Path::new(file), out_dir);

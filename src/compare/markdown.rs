@@ -114,7 +114,7 @@ pub fn document(c: &Comparison) -> String {
 
     let _ = writeln!(md, "## Inputs\n");
     let dev = super::device::noun(c);
-    let _ = writeln!(md, "| Phase | Run report | Metric series | Pods per {dev} | {dev}s | Operating point |");
+    let _ = writeln!(md, "| Phase | Run report | Metric series | Pods per {dev} | {}s | Operating point |", super::device::capitalized(dev));
     let _ = writeln!(md, "|---|---|---|---:|---:|---|");
     for p in &c.phases {
         let _ = writeln!(
@@ -158,12 +158,13 @@ fn cost_section(md: &mut String, c: &Comparison) {
     }
     let _ = writeln!(
         md,
-        "- {dev} hour: ${:.2}; licence per {dev} and year: {}; {} hours a year",
+        "- {} hour: ${:.2}; licence per {dev} and year: {}; {} hours a year",
+        super::device::capitalized(dev),
         m.gpu_hour_cost,
         money(m.license_per_gpu_year),
         group_thousands(&format!("{:.0}", m.hours_per_year))
     );
-    let _ = writeln!(md, "- {dev}s needed = ceil(target / (req/min at the operating point / {dev}s used))");
+    let _ = writeln!(md, "- {}s needed = ceil(target / (req/min at the operating point / {dev}s used))", super::device::capitalized(dev));
     let _ = writeln!(md, "- Yearly cost = {dev}s needed × ({dev} hour × hours a year + licence)");
     let _ = writeln!(md, "- Cost per 1M output tokens = {dev}s used × hourly cost / (output tokens/s × 3600 / 1,000,000)");
     if dev == "CPU" {

@@ -9,7 +9,7 @@ use super::{device, verdict, CompareError, CompareRequest};
 pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Comparison, CompareError> {
     let mut notes = Vec::new();
     let mut summaries = phases.iter().map(|p| summarize(p, request, &mut notes)).collect::<Result<Vec<_>, _>>()?;
-    let device_kind = device::overall(summaries.iter().map(|s| s.device_kind.as_deref()));
+    let device_kind = device::overall_for(phases);
     let noun = device::noun_of(Some(device_kind));
 
     let (target_rpm, target_rpm_is_default) = match request.target_rpm {
@@ -195,7 +195,7 @@ fn rows(phases: &[PhaseSummary], cost: &CostModel, noun: &str) -> Vec<Comparison
         ("util_p95_pct", format!("{util}, p95"), "higher", |p| p.util_p95_pct),
         ("sm_activity_mean_pct", "SM activity, mean".into(), "higher", |p| p.sm_activity_mean_pct),
         ("pods_per_gpu", format!("Pods per {noun}"), "higher", |p| Some(p.pods_per_gpu as f64)),
-        ("gpus", format!("{noun}s used"), "none", |p| Some(p.gpus)),
+        ("gpus", format!("{}s used", device::capitalized(noun)), "none", |p| Some(p.gpus)),
         ("requests_per_min", "Throughput (req/min)".into(), "higher", |p| Some(p.requests_per_min)),
         ("output_tokens_per_s", "Output tokens/s".into(), "higher", |p| p.output_tokens_per_s),
         ("latency_p50_ms", "Latency p50".into(), "lower", |p| Some(p.latency_p50_ms)),
@@ -203,7 +203,7 @@ fn rows(phases: &[PhaseSummary], cost: &CostModel, noun: &str) -> Vec<Comparison
         ("latency_p99_ms", "Latency p99".into(), "lower", |p| Some(p.latency_p99_ms)),
         ("ttft_p95_ms", "TTFT p95".into(), "lower", |p| p.ttft_p95_ms),
         ("goodput_fraction", "Goodput (share within SLO)".into(), "higher", |p| p.goodput_fraction),
-        ("gpus_needed", format!("{noun}s for {target} req/min"), "lower", |p| p.gpus_needed.map(f64::from)),
+        ("gpus_needed", format!("{}s for {target} req/min", device::capitalized(noun)), "lower", |p| p.gpus_needed.map(f64::from)),
         ("yearly_cost", format!("Yearly cost for {target} req/min"), "lower", |p| p.yearly_cost),
         ("cost_per_million_output_tokens", "Cost per 1M output tokens".into(), "lower", |p| p.cost_per_million_output_tokens),
     ];
