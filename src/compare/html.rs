@@ -129,7 +129,7 @@ fn summary(h: &mut String, c: &Comparison) {
     for row in &c.rows {
         let _ = write!(h, "<tr data-metric=\"{}\"><td>{}</td>", escape(&row.metric), escape(&row.title));
         for (p, v) in c.phases.iter().zip(&row.values) {
-            let win = if row.winners.iter().any(|w| *w == p.label) { " win" } else { "" };
+            let win = if row.winners.contains(&p.label) { " win" } else { "" };
             let _ = write!(h, "<td class=\"num{win}\" data-metric=\"{}\" data-phase=\"{}\"", escape(&row.metric), escape(&p.label));
             match v {
                 Some(x) => {
