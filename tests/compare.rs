@@ -152,6 +152,18 @@ fn csv_json_and_charts_are_written() {
         let bpp = info.line_size / info.width as usize;
         let dark = buf[..info.line_size * 50].chunks(bpp).filter(|px| px[..3].iter().all(|&c| c < 100)).count();
         assert!(dark > 200, "{chart}: caption has {dark} dark pixels");
+        // The legend has a column of its own right of the plot: below its few entries
+        // that column is empty, where a legend inside the plot would leave data drawn.
+        if chart != "cost.png" {
+            let coloured = (200..590)
+                .flat_map(|y| (800..1000).map(move |x| (x, y)))
+                .filter(|&(x, y)| {
+                    let px = &buf[y * info.line_size + x * bpp..][..3];
+                    px.iter().max().unwrap() - px.iter().min().unwrap() > 80
+                })
+                .count();
+            assert_eq!(coloured, 0, "{chart}: data drawn in the legend's column");
+        }
     }
 }
 
@@ -162,6 +174,7 @@ fn json_flag_prints_the_comparison() {
     let c: Comparison = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(c.cost_model.target_rpm, 180.0);
     assert!(!out.path().join("comparison.md").exists());
+    assert!(!out.path().join("comparison.html").exists());
     assert!(!out.path().join("latency.png").exists());
 }
 
