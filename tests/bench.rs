@@ -27,6 +27,7 @@ fn remote_targets_are_measured_and_compared() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stderr}\n{stdout}");
     assert!(stdout.contains(&format!("Report: {}", out.join("comparison.md").display())), "{stdout}");
+    assert!(stdout.contains(&format!("Open: {}", out.join("comparison.html").display())), "{stdout}");
     for name in ["fast", "slow"] {
         let file = gpubench::report::RunReportFile::load(&out.join(format!("{name}.json"))).unwrap();
         let runs = file.runs();

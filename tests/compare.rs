@@ -57,8 +57,8 @@ fn markdown_report_is_stable() {
     let md_again = std::fs::read_to_string(b.path().join("comparison.md")).unwrap();
     assert_eq!(md, md_again, "same inputs must give the same markdown");
     insta::assert_snapshot!("comparison_md", md);
-    // The terminal rendering, without the line naming the temporary folder.
-    let table: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("Report: ")).collect();
+    // The terminal rendering, without the lines naming the temporary folder.
+    let table: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("Report: ") && !l.starts_with("Open: ")).collect();
     insta::assert_snapshot!("comparison_stdout", table.join("\n"));
 }
 
@@ -152,6 +152,18 @@ fn csv_json_and_charts_are_written() {
         let bpp = info.line_size / info.width as usize;
         let dark = buf[..info.line_size * 50].chunks(bpp).filter(|px| px[..3].iter().all(|&c| c < 100)).count();
         assert!(dark > 200, "{chart}: caption has {dark} dark pixels");
+        // The legend has a column of its own right of the plot: below its few entries
+        // that column is empty, where a legend inside the plot would leave data drawn.
+        if chart != "cost.png" {
+            let coloured = (200..590)
+                .flat_map(|y| (800..1000).map(move |x| (x, y)))
+                .filter(|&(x, y)| {
+                    let px = &buf[y * info.line_size + x * bpp..][..3];
+                    px.iter().max().unwrap() - px.iter().min().unwrap() > 80
+                })
+                .count();
+            assert_eq!(coloured, 0, "{chart}: data drawn in the legend's column");
+        }
     }
 }
 
@@ -162,6 +174,7 @@ fn json_flag_prints_the_comparison() {
     let c: Comparison = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(c.cost_model.target_rpm, 180.0);
     assert!(!out.path().join("comparison.md").exists());
+    assert!(!out.path().join("comparison.html").exists());
     assert!(!out.path().join("latency.png").exists());
 }
 
@@ -293,4 +306,36 @@ fn a_phase_that_never_meets_the_slo_gets_no_cost() {
     assert_eq!((sharing.operating_point.as_str(), sharing.gpus_needed), ("c1", Some(2)));
     assert!(c.verdict.contains("bare-metal met the SLO at no measured point"), "{}", c.verdict);
     assert!(c.notes.iter().any(|n| n.starts_with("bare-metal: no point met the SLOs")));
+}
+
+/// A CPU-only run (the committed example's inputs) names the CPU in every human label,
+/// keeps the JSON and CSV keys, and records the device kind beside them.
+#[test]
+fn a_cpu_run_says_cpu_not_gpu() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let phase = |name: &str, pods: u32| {
+        let base = repo.join("reports/example-cpu");
+        format!("{name}={},metrics={},pods-per-gpu={pods}", base.join(format!("{name}.json")).display(), base.join(format!("{name}-metrics.csv")).display())
+    };
+    Command::cargo_bin("gpubench")
+        .unwrap()
+        .args(["compare", "--phase", &phase("bare-metal", 1), "--phase", &phase("sharing", 3), "--format", "md,csv,json", "--out-dir"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let c = Comparison::load(&dir.path().join("comparison.json")).unwrap();
+    assert_eq!(c.device_kind.as_deref(), Some("cpu"));
+    assert!(c.phases.iter().all(|p| p.device_kind.as_deref() == Some("cpu")));
+    let title = |m: &str| c.rows.iter().find(|r| r.metric == m).unwrap().title.clone();
+    assert_eq!(title("pods_per_gpu"), "Pods per CPU");
+    assert_eq!(title("gpus"), "CPUs used");
+    assert!(title("gpus_needed").starts_with("CPUs for "), "{}", title("gpus_needed"));
+    assert!(c.verdict.contains("per CPU") && !c.verdict.contains("GPU"), "{}", c.verdict);
+    let md = std::fs::read_to_string(dir.path().join("comparison.md")).unwrap();
+    assert!(md.contains("- CPU hour: $2.00") && !md.contains("GPU"), "{md}");
+    let csv = std::fs::read_to_string(dir.path().join("comparison.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.contains("gpus_needed") && header.ends_with(",device_kind"), "{header}");
+    assert!(csv.lines().skip(1).all(|l| l.ends_with(",cpu")), "{csv}");
 }

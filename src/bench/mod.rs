@@ -27,7 +27,8 @@ Examples:
   gpubench bench --phases none --target kubernetes=http://10.0.0.5:8000/generate \\
                  --target runai=http://10.0.0.6:8000/generate
 Writes DIR/<phase>.json (load-test sweeps), DIR/<phase>-metrics.csv, DIR/logs/ and the
-comparison (DIR/comparison.md with charts) and prints where the report is.";
+comparison (DIR/comparison.html, the page to open first, and DIR/comparison.md with charts)
+and prints where they are.";
 
 /// A local deployment phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plotters::coord::CoordTranslate;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -12,10 +12,10 @@ use crate::report::{ChartFile, Comparison, PhaseSummary};
 
 use super::inputs::PhaseData;
 use super::markdown::value;
+use super::plot::{add_hover, legend_width, side_legend, Hover, LegendEntry, FONT};
 use super::table::{format_count, util_name};
-use super::CompareError;
+use super::{device, CompareError};
 
-pub(super) const FONT: &str = "sans-serif";
 pub(super) const SIZE: (u32, u32) = (1000, 600);
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -43,35 +43,118 @@ fn font_ready() -> bool {
 
 pub(super) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Draws every chart the data allows into `dir`; returns them in the order the report shows them.
-pub fn draw_all(c: &Comparison, phases: &[PhaseData], dir: &Path, written: &mut Vec<PathBuf>) -> Result<Vec<ChartFile>, CompareError> {
+/// The charts the report can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Throughput,
+    Saturation,
+    Latency,
+    Utilization,
+    Server,
+    Cost,
+}
+
+/// One chart: its PNG file (when PNGs were asked for) and its SVG text (when the HTML
+/// report was), with a hover title on every point.
+#[derive(Debug, Clone)]
+pub struct Drawn {
+    pub chart: ChartFile,
+    pub svg: Option<String>,
+}
+
+/// Draws every chart the data allows: PNG files into `dir` when `png`, SVG text when
+/// `svg`; returns them in the order the report shows them.
+pub fn draw_all(
+    c: &Comparison,
+    phases: &[PhaseData],
+    dir: &Path,
+    png: bool,
+    svg: bool,
+    written: &mut Vec<PathBuf>,
+) -> Result<Vec<Drawn>, CompareError> {
     if !font_ready() {
         return Err(CompareError::Render { file: "charts".into(), detail: "the embedded font could not be loaded".into() });
     }
-    let mut charts = Vec::new();
-    let mut draw = |file: &str, title: String, f: &dyn Fn(&Path) -> DrawResult| -> Result<(), CompareError> {
-        let path = dir.join(file);
-        f(&path).map_err(|e| CompareError::Render { file: path.display().to_string(), detail: e.to_string() })?;
-        written.push(path);
-        charts.push(ChartFile { title, file: file.into() });
-        Ok(())
-    };
+    let mut kinds = Vec::new();
     if c.phases.iter().any(|p| p.points.len() > 1) {
-        draw("throughput.png", "Throughput vs load".into(), &|p| throughput(c, p))?;
-        draw("saturation.png", "Latency vs throughput".into(), &|p| saturation(c, p))?;
+        kinds.push((Kind::Throughput, "throughput.png", "Throughput vs load".to_string()));
+        kinds.push((Kind::Saturation, "saturation.png", "Latency vs throughput".into()));
     }
-    draw("latency.png", "Latency percentiles per phase".into(), &|p| latency(c, p))?;
+    kinds.push((Kind::Latency, "latency.png", "Latency percentiles per phase".into()));
     if phases.iter().any(|p| p.util.is_some()) {
-        draw("utilization.png", format!("{} over time", util_name(&c.phases)), &|p| utilization(c, phases, p))?;
+        kinds.push((Kind::Utilization, "utilization.png", format!("{} over time", util_name(&c.phases))));
     }
     if super::server_chart::has_series(c, phases) {
-        draw(super::server_chart::FILE, super::server_chart::TITLE.into(), &|p| super::server_chart::draw(c, phases, p))?;
+        kinds.push((Kind::Server, super::server_chart::FILE, super::server_chart::TITLE.into()));
     }
     if c.phases.iter().any(|p| p.yearly_cost.is_some()) {
-        let title = format!("Yearly cost for {} req/min", format_count(c.cost_model.target_rpm));
-        draw("cost.png", title.clone(), &|p| cost(c, &title, p))?;
+        kinds.push((Kind::Cost, "cost.png", format!("Yearly cost for {} req/min", format_count(c.cost_model.target_rpm))));
     }
-    Ok(charts)
+    let mut out = Vec::new();
+    for (kind, file, title) in kinds {
+        let path = dir.join(file);
+        let fail = |e: Box<dyn std::error::Error>| CompareError::Render { file: path.display().to_string(), detail: e.to_string() };
+        if png {
+            let root = BitMapBackend::new(&path, SIZE).into_drawing_area();
+            draw(kind, c, phases, &title, &root, &mut Vec::new()).and_then(|_| Ok(root.present()?)).map_err(fail)?;
+            written.push(path.clone());
+        }
+        let svg = if svg {
+            let mut text = String::new();
+            let mut hover = Vec::new();
+            {
+                let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
+                draw(kind, c, phases, &title, &root, &mut hover).and_then(|_| Ok(root.present()?)).map_err(fail)?;
+            }
+            Some(add_hover(text, &hover))
+        } else {
+            None
+        };
+        out.push(Drawn { chart: ChartFile { title, file: file.into() }, svg });
+    }
+    Ok(out)
+}
+
+/// Splits the image into the title, the plot and, when there is one, the legend column
+/// right of the plot, so that the legend never covers data.
+pub(super) fn layout<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    legend: &[LegendEntry],
+) -> Result<DrawingArea<DB, Shift>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let body = root.margin(12, 0, 0, 0).titled(title, (FONT, 28))?;
+    let width = legend_width(legend);
+    if width == 0 {
+        return Ok(body);
+    }
+    let (plot, side) = body.split_horizontally(SIZE.0 - width);
+    side_legend(&side, legend, 30)?;
+    Ok(plot)
+}
+
+fn draw<DB: DrawingBackend>(
+    kind: Kind,
+    c: &Comparison,
+    phases: &[PhaseData],
+    title: &str,
+    root: &DrawingArea<DB, Shift>,
+    hover: &mut Vec<Hover>,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    match kind {
+        Kind::Throughput => throughput(c, root, hover),
+        Kind::Saturation => saturation(c, root, hover),
+        Kind::Latency => latency(c, root, hover),
+        Kind::Utilization => utilization(c, phases, root, hover),
+        Kind::Server => super::server_chart::draw(c, phases, root, hover),
+        Kind::Cost => cost(c, title, root, hover),
+    }
 }
 
 /// Axis numbers without a needless `.0`.
@@ -91,7 +174,15 @@ fn load_x(pt: &crate::report::SweepPoint, i: usize) -> f64 {
     }
 }
 
-fn throughput(c: &Comparison, path: &Path) -> DrawResult {
+/// The legend of one line per phase, in the phases' colours.
+fn phase_entries(c: &Comparison, label: impl Fn(&PhaseSummary) -> String) -> Vec<LegendEntry> {
+    c.phases.iter().enumerate().map(|(i, p)| LegendEntry { label: label(p), color: color(i) }).collect()
+}
+
+fn throughput<DB: DrawingBackend>(c: &Comparison, root: &DrawingArea<DB, Shift>, hover: &mut Vec<Hover>) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let all = c.phases.iter().flat_map(|p| p.points.iter());
     let open = all.clone().any(|pt| pt.rate.is_some());
     let closed = all.clone().any(|pt| pt.rate.is_none() && pt.concurrency.is_some());
@@ -107,11 +198,8 @@ fn throughput(c: &Comparison, path: &Path) -> DrawResult {
         .collect();
     let x_max = series.iter().flatten().map(|p| p.0).fold(1.0, f64::max);
     let y_max = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max);
-
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Throughput vs load", (FONT, 28))
+    let plot = layout(root, "Throughput vs load", &phase_entries(c, |p| p.label.clone()))?;
+    let mut chart = ChartBuilder::on(&plot)
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(80)
@@ -125,29 +213,43 @@ fn throughput(c: &Comparison, path: &Path) -> DrawResult {
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .draw()?;
-    phase_lines(&mut chart, c, &series)?;
-    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-    root.present()?;
+    phase_lines(&mut chart, &series)?;
+    for (p, data) in c.phases.iter().zip(&series) {
+        for (pt, xy) in p.points.iter().zip(data) {
+            let (x, y) = chart.backend_coord(xy);
+            let text = format!("{} {}: {} req/min", p.label, pt.label, value("requests_per_min", Some(pt.requests_per_min)));
+            hover.push(Hover { x, y, text });
+        }
+    }
     Ok(())
 }
 
 /// p95 latency against throughput, one curve per phase: where it turns up, the phase saturates.
-fn saturation(c: &Comparison, path: &Path) -> DrawResult {
-    let series: Vec<Vec<(f64, f64)>> = c
+fn saturation<DB: DrawingBackend>(c: &Comparison, root: &DrawingArea<DB, Shift>, hover: &mut Vec<Hover>) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let points: Vec<Vec<(&str, f64, f64)>> = c
         .phases
         .iter()
-        .map(|p| p.points.iter().filter_map(|pt| pt.latency_p95_ms.map(|l| (pt.requests_per_min, l))).collect())
+        .map(|p| p.points.iter().filter_map(|pt| pt.latency_p95_ms.map(|l| (pt.label.as_str(), pt.requests_per_min, l))).collect())
         .collect();
+    let series: Vec<Vec<(f64, f64)>> = points.iter().map(|s| s.iter().map(|p| (p.1, p.2)).collect()).collect();
     let x_max = series.iter().flatten().map(|p| p.0).fold(1.0, f64::max);
     let y_max = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max);
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Latency vs throughput (each point a load level)", (FONT, 28))
+    let slo_color = RGBColor(200, 30, 30);
+    let slo = c.cost_model.slo_ms.get("e2e").copied();
+    let mut entries = phase_entries(c, |p| p.label.clone());
+    if let Some(slo) = slo {
+        entries.push(LegendEntry { label: format!("SLO e2e p95 {}", crate::util::human_ms(slo)), color: slo_color });
+    }
+    let plot = layout(root, "Latency vs throughput (each point a load level)", &entries)?;
+    let y_top = y_max.max(slo.unwrap_or(0.0)) * 1.15;
+    let mut chart = ChartBuilder::on(&plot)
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(80)
-        .build_cartesian_2d(0.0..x_max * 1.08, 0.0..y_max * 1.15)?;
+        .build_cartesian_2d(0.0..x_max * 1.08, 0.0..y_top)?;
     chart
         .configure_mesh()
         .x_desc("Throughput (req/min)")
@@ -157,27 +259,35 @@ fn saturation(c: &Comparison, path: &Path) -> DrawResult {
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 18))
         .draw()?;
-    if let Some(slo) = c.cost_model.slo_ms.get("e2e") {
-        let slo_color = RGBColor(200, 30, 30);
-        chart
-            .draw_series(std::iter::once(PathElement::new(vec![(0.0, *slo), (x_max * 1.08, *slo)], slo_color.stroke_width(2))))?
-            .label(format!("SLO e2e p95 {}", crate::util::human_ms(*slo)))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], slo_color.stroke_width(2)));
+    if let Some(slo) = slo {
+        chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, slo), (x_max * 1.08, slo)], slo_color.stroke_width(2))))?;
     }
-    phase_lines(&mut chart, c, &series)?;
-    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-    root.present()?;
+    phase_lines(&mut chart, &series)?;
+    for (p, pts) in c.phases.iter().zip(&points) {
+        for (label, rpm, p95) in pts {
+            let (x, y) = chart.backend_coord(&(*rpm, *p95));
+            let text = format!(
+                "{} {label}: {} req/min, p95 {}",
+                p.label,
+                value("requests_per_min", Some(*rpm)),
+                value("latency_p95_ms", Some(*p95))
+            );
+            hover.push(Hover { x, y, text });
+        }
+    }
     Ok(())
 }
 
-fn latency(c: &Comparison, path: &Path) -> DrawResult {
+fn latency<DB: DrawingBackend>(c: &Comparison, root: &DrawingArea<DB, Shift>, hover: &mut Vec<Hover>) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let names = ["p50", "p95", "p99"];
     let pick = |p: &PhaseSummary| [p.latency_p50_ms, p.latency_p95_ms, p.latency_p99_ms];
     let y_max = c.phases.iter().flat_map(pick).fold(1.0, f64::max);
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("End-to-end latency percentiles per phase", (FONT, 28))
+    let entries = phase_entries(c, |p| format!("{} (p95 {})", p.label, value("latency_p95_ms", Some(p.latency_p95_ms))));
+    let plot = layout(root, "End-to-end latency percentiles per phase", &entries)?;
+    let mut chart = ChartBuilder::on(&plot)
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(80)
@@ -199,24 +309,32 @@ fn latency(c: &Comparison, path: &Path) -> DrawResult {
         let col = color(i);
         let data: Vec<(SegmentValue<i32>, f64)> =
             pick(p).iter().enumerate().map(|(k, v)| (SegmentValue::CenterOf(k as i32), *v)).collect();
-        chart
-            .draw_series(LineSeries::new(data.clone(), col.stroke_width(3)))?
-            .label(format!("{} (p95 {})", p.label, value("latency_p95_ms", Some(p.latency_p95_ms))))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(3)));
-        chart.draw_series(data.into_iter().map(|xy| Circle::new(xy, 5, col.filled())))?;
+        chart.draw_series(LineSeries::new(data.clone(), col.stroke_width(3)))?;
+        chart.draw_series(data.iter().map(|xy| Circle::new(xy.clone(), 5, col.filled())))?;
+        for (k, xy) in data.iter().enumerate() {
+            let (x, y) = chart.backend_coord(xy);
+            hover.push(Hover { x, y, text: format!("{} {}: {}", p.label, names[k], value("latency_p95_ms", Some(xy.1))) });
+        }
     }
-    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-    root.present()?;
     Ok(())
 }
 
-fn utilization(c: &Comparison, phases: &[PhaseData], path: &Path) -> DrawResult {
+fn utilization<DB: DrawingBackend>(c: &Comparison, phases: &[PhaseData], root: &DrawingArea<DB, Shift>, hover: &mut Vec<Hover>) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let x_max = phases.iter().filter_map(|p| p.util.as_ref()).flat_map(|u| u.points.iter().map(|p| p.0)).fold(1.0, f64::max);
     let name = util_name(&c.phases);
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{name} over time"), (FONT, 28))
+    let entries: Vec<LegendEntry> = phases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let u = p.util.as_ref()?;
+            Some(LegendEntry { label: format!("{} (mean {})", p.input.label, value("util_mean_pct", Some(u.mean))), color: color(i) })
+        })
+        .collect();
+    let plot = layout(root, &format!("{name} over time"), &entries)?;
+    let mut chart = ChartBuilder::on(&plot)
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(80)
@@ -232,25 +350,25 @@ fn utilization(c: &Comparison, phases: &[PhaseData], path: &Path) -> DrawResult 
         .draw()?;
     for (i, p) in phases.iter().enumerate() {
         let Some(u) = &p.util else { continue };
-        let col = color(i);
-        chart
-            .draw_series(LineSeries::new(u.points.iter().copied(), col.stroke_width(2)))?
-            .label(format!("{} (mean {:.0}%)", p.input.label, u.mean))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(3)));
+        chart.draw_series(LineSeries::new(u.points.iter().copied(), color(i).stroke_width(2)))?;
+        for (t, v) in &u.points {
+            let (x, y) = chart.backend_coord(&(*t, *v));
+            hover.push(Hover { x, y, text: format!("{} at {t:.1} s: {v:.1}%", p.input.label) });
+        }
     }
-    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-    root.present()?;
     Ok(())
 }
 
-fn cost(c: &Comparison, title: &str, path: &Path) -> DrawResult {
+fn cost<DB: DrawingBackend>(c: &Comparison, title: &str, root: &DrawingArea<DB, Shift>, hover: &mut Vec<Hover>) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let n = c.phases.len() as i32;
     let y_max = c.phases.iter().filter_map(|p| p.yearly_cost).fold(1.0, f64::max);
     let labels: Vec<String> = c.phases.iter().map(|p| p.label.clone()).collect();
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 28))
+    let dev = device::noun(c);
+    let plot = layout(root, title, &[])?;
+    let mut chart = ChartBuilder::on(&plot)
         .margin(20)
         .x_label_area_size(55)
         .y_label_area_size(100)
@@ -273,53 +391,30 @@ fn cost(c: &Comparison, title: &str, path: &Path) -> DrawResult {
     for (i, p) in c.phases.iter().enumerate() {
         let Some(y) = p.yearly_cost else { continue };
         chart.draw_series(Histogram::vertical(&chart).style(color(i).filled()).margin(bar_margin).data([(i as i32, y)]))?;
-        let gpus = match p.gpus_needed {
-            Some(1) => "1 GPU".to_string(),
-            Some(g) => format!("{g} GPUs"),
-            None => String::new(),
-        };
-        let text = format!("{gpus}, {}", super::verdict::money(y));
+        let count = p.gpus_needed.map(|g| format!("{}, ", device::count(g, dev))).unwrap_or_default();
+        let text = format!("{count}{}", super::verdict::money(y));
+        let top = (SegmentValue::CenterOf(i as i32), y);
+        let (hx, hy) = chart.backend_coord(&top);
+        hover.push(Hover { x: hx, y: hy, text: format!("{}: {text} a year", p.label) });
         let style = TextStyle::from((FONT, 18).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
-        chart.draw_series(std::iter::once(Text::new(text, (SegmentValue::CenterOf(i as i32), y), style)))?;
+        chart.draw_series(std::iter::once(Text::new(text, top, style)))?;
     }
-    root.present()?;
     Ok(())
 }
 
-/// One line with dots per phase, in the phase's colour, with its legend entry.
+/// One line with dots per phase, in the phase's colour.
 fn phase_lines<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
-    c: &Comparison,
     series: &[Vec<(f64, f64)>],
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
-    for (i, (p, data)) in c.phases.iter().zip(series).enumerate() {
+    for (i, data) in series.iter().enumerate() {
         let col = color(i);
-        chart
-            .draw_series(LineSeries::new(data.iter().copied(), col.stroke_width(3)))?
-            .label(p.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(3)));
+        chart.draw_series(LineSeries::new(data.iter().copied(), col.stroke_width(3)))?;
         chart.draw_series(data.iter().map(|&xy| Circle::new(xy, 5, col.filled())))?;
     }
     Ok(())
 }
 
-pub(super) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
-    chart: &mut ChartContext<'a, DB, CT>,
-    position: SeriesLabelPosition,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
-    chart
-        .configure_series_labels()
-        .position(position)
-        .label_font((FONT, 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)?;
-    Ok(())
-}

@@ -13,13 +13,14 @@ pub trait Exporter {
     fn render(&self, comparison: &Comparison) -> Result<Vec<u8>, CompareError>;
 }
 
-/// The exporter of a format; PNG charts are drawn apart (several files) and have none.
+/// The exporter of a format; PNG charts (several files) and the HTML page (which needs
+/// the charts and the run reports) are written apart and have none.
 pub fn exporter_for(format: Format) -> Option<Box<dyn Exporter>> {
     match format {
         Format::Markdown => Some(Box::new(MarkdownExporter)),
         Format::Csv => Some(Box::new(CsvExporter)),
         Format::Json => Some(Box::new(JsonExporter)),
-        Format::Png => None,
+        Format::Png | Format::Html => None,
     }
 }
 
@@ -79,6 +80,8 @@ struct CsvRow<'a> {
     license_per_gpu_year: f64,
     report_file: &'a str,
     metrics_file: Option<&'a str>,
+    /// What the phase ran on (`gpu` or `cpu`); the `gpu*` columns count that device.
+    device_kind: &'a str,
 }
 
 impl Exporter for CsvExporter {
@@ -114,6 +117,7 @@ impl Exporter for CsvExporter {
                 license_per_gpu_year: c.cost_model.license_per_gpu_year,
                 report_file: &p.report_file,
                 metrics_file: p.metrics_file.as_deref(),
+                device_kind: p.device_kind.as_deref().or(c.device_kind.as_deref()).unwrap_or("gpu"),
             })
             .map_err(err)?;
         }

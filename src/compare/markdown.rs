@@ -36,7 +36,7 @@ fn per_million(v: f64) -> String {
     }
 }
 
-fn winner_cell(row: &ComparisonRow) -> String {
+pub(super) fn winner_cell(row: &ComparisonRow) -> String {
     match (row.better.as_str(), row.winners.len()) {
         ("none", _) => "-".into(),
         (_, 0) if row.values.iter().filter(|v| v.is_some()).count() >= 2 => "tie".into(),
@@ -114,7 +114,8 @@ pub fn document(c: &Comparison) -> String {
     }
 
     let _ = writeln!(md, "## Inputs\n");
-    let _ = writeln!(md, "| Phase | Run report | Metric series | Pods per GPU | GPUs | Operating point |");
+    let dev = super::device::noun(c);
+    let _ = writeln!(md, "| Phase | Run report | Metric series | Pods per {dev} | {}s | Operating point |", super::device::capitalized(dev));
     let _ = writeln!(md, "|---|---|---|---:|---:|---|");
     for p in &c.phases {
         let _ = writeln!(
@@ -143,6 +144,7 @@ pub fn document(c: &Comparison) -> String {
 
 fn cost_section(md: &mut String, c: &Comparison) {
     let m = &c.cost_model;
+    let dev = super::device::noun(c);
     let _ = writeln!(md, "## Cost model\n");
     let _ = writeln!(
         md,
@@ -158,14 +160,19 @@ fn cost_section(md: &mut String, c: &Comparison) {
     }
     let _ = writeln!(
         md,
-        "- GPU hour: ${:.2}; licence per GPU and year: {}; {} hours a year",
+        "- {} hour: ${:.2}; licence per {dev} and year: {}; {} hours a year",
+        super::device::capitalized(dev),
         m.gpu_hour_cost,
         money(m.license_per_gpu_year),
         group_thousands(&format!("{:.0}", m.hours_per_year))
     );
-    let _ = writeln!(md, "- GPUs needed = ceil(target / (req/min at the operating point / GPUs used))");
-    let _ = writeln!(md, "- Yearly cost = GPUs needed × (GPU hour × hours a year + licence)");
-    let _ = writeln!(md, "- Cost per 1M output tokens = GPUs used × hourly cost / (output tokens/s × 3600 / 1,000,000)\n");
+    let _ = writeln!(md, "- {}s needed = ceil(target / (req/min at the operating point / {dev}s used))", super::device::capitalized(dev));
+    let _ = writeln!(md, "- Yearly cost = {dev}s needed × ({dev} hour × hours a year + licence)");
+    let _ = writeln!(md, "- Cost per 1M output tokens = {dev}s used × hourly cost / (output tokens/s × 3600 / 1,000,000)");
+    if dev == "CPU" {
+        let _ = writeln!(md, "- The phases ran on the CPU: one CPU is the whole host CPU a phase ran on, priced at the {dev} hour");
+    }
+    md.push('\n');
 }
 
 fn sweep_table(md: &mut String, p: &PhaseSummary) {

@@ -1,19 +1,22 @@
 //! `gpubench compare`: the phase comparison report. Reads run reports (and metric
 //! series), computes one [`Comparison`] (rows, winners, cost model, verdict), draws the
-//! charts and writes `comparison.md`, `.csv` and `.json`; optionally gates against an
-//! earlier comparison.
+//! charts and writes `comparison.html`, `.md`, `.csv` and `.json`; optionally gates
+//! against an earlier comparison.
 //!
 //! Library entry point: [`compare`] with a [`CompareRequest`].
 
 mod charts;
 mod cost;
+mod device;
 mod export;
 mod gate;
+mod html;
 mod inputs;
 mod markdown;
 mod options;
 mod server;
 mod server_chart;
+mod plot;
 mod table;
 mod verdict;
 
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use export::{exporter_for, CsvExporter, Exporter, JsonExporter, MarkdownExporter};
 pub use gate::Regression;
+pub use html::escape as html_escape;
 pub use options::*;
 
 use crate::report::{Comparison, ReportError};
@@ -93,8 +97,14 @@ pub fn compare(request: &CompareRequest) -> Result<CompareOutcome, CompareError>
     let mut written = Vec::new();
     if let Some(dir) = &request.out_dir {
         std::fs::create_dir_all(dir).map_err(|error| CompareError::Write { path: dir.clone(), error })?;
-        if request.formats.contains(&Format::Png) {
-            comparison.charts = charts::draw_all(&comparison, &phases, dir, &mut written)?;
+        let png = request.formats.contains(&Format::Png);
+        let html = request.formats.contains(&Format::Html);
+        let mut drawn = Vec::new();
+        if png || html {
+            drawn = charts::draw_all(&comparison, &phases, dir, png, html, &mut written)?;
+        }
+        if png {
+            comparison.charts = drawn.iter().map(|d| d.chart.clone()).collect();
         }
         for format in &request.formats {
             if let Some(exporter) = exporter_for(*format) {
@@ -103,6 +113,9 @@ pub fn compare(request: &CompareRequest) -> Result<CompareOutcome, CompareError>
                 crate::report::write_atomically(&path, &bytes).map_err(|error| CompareError::Write { path: path.clone(), error })?;
                 written.push(path);
             }
+        }
+        if html {
+            written.push(html::write(&html::Page { comparison: &comparison, charts: &drawn, phases: &phases, out_dir: dir })?);
         }
     }
     let regressions = match (&baseline, &request.gate) {
@@ -123,10 +136,17 @@ pub fn run_cli(args: CompareArgs, quiet: bool) -> Result<ExitStatus, CompareErro
         println!("{}", markdown::terminal_table(&outcome.comparison));
         println!();
         println!("{}", outcome.comparison.verdict);
-        if let Some(md) = outcome.written.iter().find(|p| p.extension().is_some_and(|e| e == "md")) {
+        let html = outcome.written.iter().find(|p| p.extension().is_some_and(|e| e == "html"));
+        let md = outcome.written.iter().find(|p| p.extension().is_some_and(|e| e == "md"));
+        if html.is_some() || md.is_some() {
             println!();
+        }
+        if let Some(html) = html {
+            println!("Open: {}", html.display());
+        }
+        if let Some(md) = md {
             println!("Report: {}", md.display());
-        } else if !quiet && !outcome.written.is_empty() {
+        } else if html.is_none() && !quiet && !outcome.written.is_empty() {
             println!();
             println!("Wrote {} file(s) in {}", outcome.written.len(), request.out_dir.as_deref().unwrap_or(Path::new(".")).display());
         }

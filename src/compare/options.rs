@@ -50,10 +50,10 @@ pub struct CompareArgs {
     /// Latency objective a point must meet at p95, e.g. e2e=2s, ttft=500ms (e2e, ttft, tpot, itl). Repeatable.
     #[arg(long, value_name = "METRIC=TIME", value_delimiter = ',')]
     pub slo: Vec<String>,
-    /// Folder for comparison.md, .csv, .json and the charts [default: reports/compare]
+    /// Folder for comparison.html, .md, .csv, .json and the charts [default: reports/compare]
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
-    /// What to write: any of md, csv, json, png [default: md,csv,json,png]
+    /// What to write: any of md, csv, json, png, html [default: md,csv,json,png,html]
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub format: Vec<String>,
     /// A comparison.json of an earlier run to gate against (exit 3 on a regression).
@@ -74,10 +74,12 @@ pub enum Format {
     Csv,
     Json,
     Png,
+    /// `comparison.html`: one self-contained page with the charts inline as SVG.
+    Html,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [Format::Markdown, Format::Csv, Format::Json, Format::Png];
+    pub const ALL: [Format; 5] = [Format::Markdown, Format::Csv, Format::Json, Format::Png, Format::Html];
 
     fn parse(text: &str) -> Result<Self, CompareError> {
         match text.trim().to_ascii_lowercase().as_str() {
@@ -85,7 +87,8 @@ impl Format {
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
             "png" => Ok(Format::Png),
-            other => Err(CompareError::usage(format!("--format: unknown format '{other}': use any of md, csv, json, png"))),
+            "html" => Ok(Format::Html),
+            other => Err(CompareError::usage(format!("--format: unknown format '{other}': use any of md, csv, json, png, html"))),
         }
     }
 }

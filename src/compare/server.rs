@@ -118,7 +118,7 @@ pub fn sections(md: &mut String, c: &Comparison) {
     }
     if c.phases.iter().any(|p| p.environment.is_some()) {
         let _ = writeln!(md, "## Environments\n");
-        let _ = writeln!(md, "| Phase | gpubench | Host | OS | CPU | GPUs |");
+        let _ = writeln!(md, "| Phase | gpubench | Host | OS | CPU | Accelerators |");
         let _ = writeln!(md, "|---|---|---|---|---|---|");
         for p in &c.phases {
             let Some(e) = &p.environment else { continue };

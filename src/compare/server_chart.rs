@@ -1,13 +1,13 @@
 //! The chart of the engines' own metrics: KV-cache use and waiting requests over the
 //! operating point of each phase, one line per replica in the phase's colour.
 
-use std::path::Path;
-
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::report::{Comparison, ReplicaMetrics, RunReport};
 
-use super::charts::{color, legend, tick, DrawResult, FONT, SIZE};
+use super::charts::{color, layout, tick, DrawResult};
+use super::plot::{Hover, LegendEntry, FONT};
 use super::inputs::PhaseData;
 
 pub const FILE: &str = "server-metrics.png";
@@ -32,23 +32,32 @@ pub fn has_series(c: &Comparison, phases: &[PhaseData]) -> bool {
     replicas(c, phases).iter().flat_map(|r| r.2.iter()).flat_map(|r| r.series.iter()).any(|p| p.kv_usage.is_some() || p.waiting.is_some())
 }
 
-pub fn draw(c: &Comparison, phases: &[PhaseData], path: &Path) -> DrawResult {
+/// Two panels, KV-cache use and waiting requests, over the measurement window; the legend
+/// in its own column beside them.
+pub fn draw<DB: DrawingBackend>(c: &Comparison, phases: &[PhaseData], root: &DrawingArea<DB, Shift>, hover: &mut Vec<Hover>) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let data = replicas(c, phases);
     let points = || data.iter().flat_map(|r| r.2.iter()).flat_map(|r| r.series.iter());
     let x_min = points().map(|p| p.t_s).fold(0.0, f64::min);
     let x_max = points().map(|p| p.t_s).fold(1.0, f64::max);
     let w_max = points().filter_map(|p| p.waiting).fold(1.0, f64::max);
-
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let body = root.titled(TITLE, (FONT, 28))?;
-    let panels = body.split_evenly((2, 1));
+    let entries: Vec<LegendEntry> = data
+        .iter()
+        .map(|(i, label, replicas)| {
+            let label = if replicas.len() > 1 { format!("{label} ({} replicas)", replicas.len()) } else { label.to_string() };
+            LegendEntry { label, color: color(*i) }
+        })
+        .collect();
+    let plot = layout(root, TITLE, &entries)?;
+    let panels = plot.split_evenly((2, 1));
     type Get = fn(&crate::report::ServerMetricsPoint) -> Option<f64>;
-    let specs: [(&str, f64, Get); 2] = [
-        ("KV-cache use (%)", 105.0, |p| p.kv_usage.map(|v| v * 100.0)),
-        ("Requests waiting", w_max * 1.15, |p| p.waiting),
+    let specs: [(&str, &str, f64, Get); 2] = [
+        ("KV-cache use (%)", "%", 105.0, |p| p.kv_usage.map(|v| v * 100.0)),
+        ("Requests waiting", " waiting", w_max * 1.15, |p| p.waiting),
     ];
-    for (panel, (y_desc, y_max, get)) in panels.iter().zip(specs) {
+    for (panel, (y_desc, unit, y_max, get)) in panels.iter().zip(specs) {
         let mut chart = ChartBuilder::on(panel)
             .margin(12)
             .x_label_area_size(45)
@@ -65,20 +74,18 @@ pub fn draw(c: &Comparison, phases: &[PhaseData], path: &Path) -> DrawResult {
             .draw()?;
         for (i, label, replicas) in &data {
             let col = color(*i);
-            for (k, r) in replicas.iter().enumerate() {
+            for r in replicas.iter() {
                 let line: Vec<(f64, f64)> = r.series.iter().filter_map(|p| get(p).map(|v| (p.t_s, v))).collect();
                 if line.is_empty() {
                     continue;
                 }
-                let s = chart.draw_series(LineSeries::new(line, col.stroke_width(2)))?;
-                if k == 0 {
-                    let name = if replicas.len() > 1 { format!("{label} ({} replicas)", replicas.len()) } else { label.to_string() };
-                    s.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(3)));
+                for (t, v) in &line {
+                    let (x, y) = chart.backend_coord(&(*t, *v));
+                    hover.push(Hover { x, y, text: format!("{label} at {t:.1} s: {v:.1}{unit}") });
                 }
+                chart.draw_series(LineSeries::new(line, col.stroke_width(2)))?;
             }
         }
-        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
-    root.present()?;
     Ok(())
 }

@@ -4,11 +4,13 @@ use crate::report::{Comparison, ComparisonRow, CostModel, LatencySummary, PhaseS
 
 use super::cost::{self, HOURS_PER_YEAR};
 use super::inputs::PhaseData;
-use super::{verdict, CompareError, CompareRequest};
+use super::{device, verdict, CompareError, CompareRequest};
 
 pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Comparison, CompareError> {
     let mut notes = Vec::new();
     let mut summaries = phases.iter().map(|p| summarize(p, request, &mut notes)).collect::<Result<Vec<_>, _>>()?;
+    let device_kind = device::overall_for(phases);
+    let noun = device::noun_of(Some(device_kind));
 
     let (target_rpm, target_rpm_is_default) = match request.target_rpm {
         Some(t) => (t, false),
@@ -26,7 +28,7 @@ pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Compariso
             s.yearly_cost = s.gpus_needed.map(|g| cost::yearly_cost(g as f64, request.gpu_hour_cost, licence));
         } else {
             notes.push(format!(
-                "{}: no point met the SLOs; its numbers are those of its fastest point and it gets no GPU count or yearly cost",
+                "{}: no point met the SLOs; its numbers are those of its fastest point and it gets no {noun} count or yearly cost",
                 s.label
             ));
         }
@@ -47,7 +49,7 @@ pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Compariso
         target_rpm_is_default,
         slo_ms: request.slo_ms.clone(),
     };
-    let mut rows = rows(&summaries, &cost_model);
+    let mut rows = rows(&summaries, &cost_model, noun);
     super::server::insert_rows(&mut rows, &summaries);
     let mut comparison = Comparison {
         schema_version: SCHEMA_VERSION,
@@ -58,6 +60,7 @@ pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Compariso
         charts: Vec::new(),
         notes,
         pods: super::server::pods(phases)?,
+        device_kind: Some(device_kind.into()),
     };
     comparison.verdict = verdict::write(&comparison);
     Ok(comparison)
@@ -148,6 +151,7 @@ fn summarize(phase: &PhaseData, request: &CompareRequest, notes: &mut Vec<String
         kv_usage_peak_pct,
         waiting_peak,
         environment: Some(run.environment.clone()),
+        device_kind: device::phase_kind(phase).map(String::from),
     })
 }
 
@@ -189,7 +193,7 @@ pub fn util_name(phases: &[PhaseSummary]) -> &'static str {
     }
 }
 
-fn rows(phases: &[PhaseSummary], cost: &CostModel) -> Vec<ComparisonRow> {
+fn rows(phases: &[PhaseSummary], cost: &CostModel, noun: &str) -> Vec<ComparisonRow> {
     let util = util_name(phases);
     let target = format_count(cost.target_rpm);
     type Getter = fn(&PhaseSummary) -> Option<f64>;
@@ -197,8 +201,8 @@ fn rows(phases: &[PhaseSummary], cost: &CostModel) -> Vec<ComparisonRow> {
         ("util_mean_pct", format!("{util}, mean"), "higher", |p| p.util_mean_pct),
         ("util_p95_pct", format!("{util}, p95"), "higher", |p| p.util_p95_pct),
         ("sm_activity_mean_pct", "SM activity, mean".into(), "higher", |p| p.sm_activity_mean_pct),
-        ("pods_per_gpu", "Pods per GPU".into(), "higher", |p| Some(p.pods_per_gpu as f64)),
-        ("gpus", "GPUs used".into(), "none", |p| Some(p.gpus)),
+        ("pods_per_gpu", format!("Pods per {noun}"), "higher", |p| Some(p.pods_per_gpu as f64)),
+        ("gpus", format!("{}s used", device::capitalized(noun)), "none", |p| Some(p.gpus)),
         ("requests_per_min", "Throughput (req/min)".into(), "higher", |p| Some(p.requests_per_min)),
         ("output_tokens_per_s", "Output tokens/s".into(), "higher", |p| p.output_tokens_per_s),
         ("latency_p50_ms", "Latency p50".into(), "lower", |p| Some(p.latency_p50_ms)),
@@ -206,7 +210,7 @@ fn rows(phases: &[PhaseSummary], cost: &CostModel) -> Vec<ComparisonRow> {
         ("latency_p99_ms", "Latency p99".into(), "lower", |p| Some(p.latency_p99_ms)),
         ("ttft_p95_ms", "TTFT p95".into(), "lower", |p| p.ttft_p95_ms),
         ("goodput_fraction", "Goodput (share within SLO)".into(), "higher", |p| p.goodput_fraction),
-        ("gpus_needed", format!("GPUs for {target} req/min"), "lower", |p| p.gpus_needed.map(f64::from)),
+        ("gpus_needed", format!("{}s for {target} req/min", device::capitalized(noun)), "lower", |p| p.gpus_needed.map(f64::from)),
         ("yearly_cost", format!("Yearly cost for {target} req/min"), "lower", |p| p.yearly_cost),
         ("cost_per_million_output_tokens", "Cost per 1M output tokens".into(), "lower", |p| p.cost_per_million_output_tokens),
     ];
@@ -266,10 +270,11 @@ pub fn group_thousands(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn phase(label: &str) -> PhaseSummary {
+    /// A phase with no numbers, for the tests of this module and its neighbours.
+    pub(in crate::compare) fn phase(label: &str) -> PhaseSummary {
         PhaseSummary {
             label: label.into(),
             report_file: String::new(),
@@ -297,6 +302,7 @@ mod tests {
             kv_usage_peak_pct: None,
             waiting_peak: None,
             environment: None,
+            device_kind: None,
         }
     }
 

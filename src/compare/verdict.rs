@@ -3,6 +3,7 @@
 use crate::report::{Comparison, PhaseSummary};
 use crate::util::human_ms;
 
+use super::device;
 use super::table::{format_count, group_thousands, util_name};
 
 pub fn write(c: &Comparison) -> String {
@@ -10,18 +11,19 @@ pub fn write(c: &Comparison) -> String {
     let Some(first) = ps.first() else {
         return String::new();
     };
+    let dev = device::noun(c);
     let mut s: Vec<String> = Vec::new();
     let per_gpu = |p: &PhaseSummary| p.requests_per_min / p.gpus;
 
     if ps.len() == 1 {
         s.push(format!(
-            "Only one phase was measured: {} serves {} req/min per GPU at a p95 latency of {}.",
+            "Only one phase was measured: {} serves {} req/min per {dev} at a p95 latency of {}.",
             first.label,
             rpm(per_gpu(first)),
             human_ms(first.latency_p95_ms)
         ));
     } else {
-        // Throughput per GPU: what a GPU gives in each deployment.
+        // Throughput per device: what one gives in each deployment.
         let mut order: Vec<&PhaseSummary> = ps.iter().collect();
         order.sort_by(|a, b| per_gpu(b).total_cmp(&per_gpu(a)));
         let (best, second) = (order[0], order[1]);
@@ -29,7 +31,7 @@ pub fn write(c: &Comparison) -> String {
         let ratio = if per_gpu(other) > 0.0 { per_gpu(best) / per_gpu(other) } else { f64::INFINITY };
         if ratio < 1.05 {
             s.push(format!(
-                "{} and {} get about as much out of a GPU: {} and {} req/min per GPU.",
+                "{} and {} get about as much out of a {dev}: {} and {} req/min per {dev}.",
                 best.label,
                 other.label,
                 rpm(per_gpu(best)),
@@ -37,7 +39,7 @@ pub fn write(c: &Comparison) -> String {
             ));
         } else {
             s.push(format!(
-                "{} gets the most out of a GPU: {} req/min per GPU, {} {}'s {}.",
+                "{} gets the most out of a {dev}: {} req/min per {dev}, {} {}'s {}.",
                 best.label,
                 rpm(per_gpu(best)),
                 times(ratio),
@@ -53,34 +55,22 @@ pub fn write(c: &Comparison) -> String {
             s.push(format!("It also answers fastest, with a p95 latency of {}.", human_ms(best.latency_p95_ms)));
         } else {
             let more = (best.latency_p95_ms / fastest.latency_p95_ms - 1.0) * 100.0;
-            s.push(format!(
-                "{} answers fastest (p95 {}); {}'s p95 of {} is {:.0}% higher.",
-                fastest.label,
-                human_ms(fastest.latency_p95_ms),
-                best.label,
-                human_ms(best.latency_p95_ms),
-                more
-            ));
+            if more < 0.5 {
+                s.push(format!("It answers as fast as {}, with a p95 latency of {}.", fastest.label, human_ms(best.latency_p95_ms)));
+            } else {
+                s.push(format!(
+                    "{} answers fastest (p95 {}); {}'s p95 of {} is {:.0}% higher.",
+                    fastest.label,
+                    human_ms(fastest.latency_p95_ms),
+                    best.label,
+                    human_ms(best.latency_p95_ms),
+                    more
+                ));
+            }
         }
-
-        let with_util: Vec<&PhaseSummary> = ps.iter().filter(|p| p.util_mean_pct.is_some()).collect();
-        if with_util.len() >= 2 {
-            let u = |p: &PhaseSummary| p.util_mean_pct.unwrap_or(0.0);
-            let lo = with_util.iter().copied().fold(with_util[0], |a, b| if u(b) < u(a) { b } else { a });
-            let hi = with_util.iter().copied().fold(with_util[0], |a, b| if u(b) > u(a) { b } else { a });
-            s.push(format!(
-                "Mean {} ranges from {:.0}% ({}) to {:.0}% ({}).",
-                match util_name(ps) {
-                    "GPU utilization" => "GPU utilization",
-                    "CPU utilization" => "CPU utilization",
-                    _ => "utilization",
-                },
-                u(lo),
-                lo.label,
-                u(hi),
-                hi.label
-            ));
-        }
+    }
+    if let Some(text) = utilization(ps) {
+        s.push(text);
     }
 
     // Cost for the target.
@@ -92,20 +82,24 @@ pub fn write(c: &Comparison) -> String {
         let cheap = costed.iter().copied().fold(head, |a, b| if y(b) < y(a) { b } else { a });
         let dear = costed.iter().copied().fold(head, |a, b| if y(b) > y(a) { b } else { a });
         if costed.len() == 1 || y(dear) <= y(cheap) {
+            let who = match costed.len() {
+                1 => cheap.label.clone(),
+                n if n == ps.len() => "every phase".into(),
+                _ => join(&costed.iter().map(|p| p.label.as_str()).collect::<Vec<_>>()),
+            };
             s.push(format!(
-                "Serving {target} req/min{slo} takes {} with {} ({} a year).",
-                gpus(cheap.gpus_needed),
-                if costed.len() == 1 { cheap.label.clone() } else { "every phase".into() },
+                "Serving {target} req/min{slo} takes {} with {who} ({} a year).",
+                devices(cheap.gpus_needed, dev),
                 money(y(cheap))
             ));
         } else {
             let saving = y(dear) - y(cheap);
             s.push(format!(
                 "Serving {target} req/min{slo} takes {} with {} ({} a year) against {} with {} ({}): {} ({:.0}%) less a year.",
-                gpus(cheap.gpus_needed),
+                devices(cheap.gpus_needed, dev),
                 cheap.label,
                 money(y(cheap)),
-                gpus(dear.gpus_needed),
+                devices(dear.gpus_needed, dev),
                 dear.label,
                 money(y(dear)),
                 money(saving),
@@ -122,6 +116,42 @@ pub fn write(c: &Comparison) -> String {
         ));
     }
     s.join(" ")
+}
+
+/// The utilization sentence: the range over the phases with a metric series, a tie said
+/// once, and the phases without one named; nothing when no phase has one.
+fn utilization(ps: &[PhaseSummary]) -> Option<String> {
+    let with: Vec<&PhaseSummary> = ps.iter().filter(|p| p.util_mean_pct.is_some()).collect();
+    let without: Vec<&str> = ps.iter().filter(|p| p.util_mean_pct.is_none()).map(|p| p.label.as_str()).collect();
+    let first = *with.first()?;
+    let name = match util_name(ps) {
+        "GPU utilization" => "GPU utilization",
+        "CPU utilization" => "CPU utilization",
+        _ => "utilization",
+    };
+    let u = |p: &PhaseSummary| p.util_mean_pct.unwrap_or(0.0);
+    let pct = |p: &PhaseSummary| format!("{:.0}%", u(p));
+    let lo = with.iter().copied().fold(first, |a, b| if u(b) < u(a) { b } else { a });
+    let hi = with.iter().copied().fold(first, |a, b| if u(b) > u(a) { b } else { a });
+    let mut text = if ps.len() == 1 {
+        format!("It averaged {} {name}.", pct(first))
+    } else if with.len() == 1 {
+        format!("{} averaged {} {name}", first.label, pct(first))
+    } else if pct(lo) == pct(hi) {
+        let who = if without.is_empty() { "Every phase".to_string() } else { join(&with.iter().map(|p| p.label.as_str()).collect::<Vec<_>>()) };
+        format!("{who} averaged {} {name}", pct(hi))
+    } else {
+        format!("Mean {name} ranges from {} ({}) to {} ({})", pct(lo), lo.label, pct(hi), hi.label)
+    };
+    if ps.len() > 1 {
+        if without.is_empty() {
+            text.push('.');
+        } else {
+            let verb = if without.len() == 1 { "has" } else { "have" };
+            text.push_str(&format!("; {} {verb} no metric series.", join(&without)));
+        }
+    }
+    Some(text)
 }
 
 fn slo_text(c: &Comparison) -> String {
@@ -148,11 +178,10 @@ fn times(ratio: f64) -> String {
     }
 }
 
-fn gpus(n: Option<u32>) -> String {
+fn devices(n: Option<u32>, noun: &str) -> String {
     match n {
-        Some(1) => "1 GPU".into(),
-        Some(n) => format!("{n} GPUs"),
-        None => "no GPU count".into(),
+        Some(n) => device::count(n, noun),
+        None => format!("no {noun} count"),
     }
 }
 
@@ -172,6 +201,78 @@ fn join(items: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::table::tests::phase;
+    use crate::report::{CostModel, SCHEMA_VERSION};
+
+    fn comparison(phases: Vec<PhaseSummary>, device_kind: &str) -> Comparison {
+        Comparison {
+            schema_version: SCHEMA_VERSION,
+            cost_model: CostModel {
+                gpu_hour_cost: 2.0,
+                license_per_gpu_year: 0.0,
+                hours_per_year: 8760.0,
+                target_rpm: 600.0,
+                target_rpm_is_default: false,
+                slo_ms: Default::default(),
+            },
+            phases,
+            rows: Vec::new(),
+            verdict: String::new(),
+            charts: Vec::new(),
+            notes: Vec::new(),
+            pods: Vec::new(),
+            device_kind: Some(device_kind.into()),
+        }
+    }
+
+    /// A measured phase: req/min, p95 latency, mean utilization, devices for the target.
+    fn measured(label: &str, rpm: f64, p95: f64, util: Option<f64>, needed: Option<u32>) -> PhaseSummary {
+        let mut p = phase(label);
+        p.requests_per_min = rpm;
+        p.latency_p95_ms = p95;
+        p.util_kind = util.map(|_| "cpu".into());
+        p.util_mean_pct = util;
+        p.gpus_needed = needed;
+        p.yearly_cost = needed.map(|n| n as f64 * 17_520.0);
+        p
+    }
+
+    #[test]
+    fn tied_utilization_is_said_once() {
+        let c = comparison(
+            vec![measured("bare-metal", 300.0, 900.0, Some(100.0), Some(2)), measured("sharing", 600.0, 450.0, Some(99.8), Some(1))],
+            "cpu",
+        );
+        let v = write(&c);
+        assert!(!v.contains("ranges from"), "{v}");
+        insta::assert_snapshot!("verdict_tie", v);
+    }
+
+    #[test]
+    fn a_single_phase_reads_as_one() {
+        let c = comparison(vec![measured("batched", 1181.8, 450.0, Some(98.4), Some(1))], "cpu");
+        insta::assert_snapshot!("verdict_single_phase", write(&c));
+    }
+
+    #[test]
+    fn phases_without_metrics_are_named() {
+        let c = comparison(
+            vec![
+                measured("bare-metal", 60.0, 900.0, Some(40.0), Some(10)),
+                measured("kubernetes", 55.0, 800.0, None, Some(11)),
+                measured("sharing", 180.0, 1200.0, Some(71.0), Some(4)),
+            ],
+            "gpu",
+        );
+        insta::assert_snapshot!("verdict_some_without_metrics", write(&c));
+        let none = comparison(
+            vec![measured("a", 100.0, 500.0, None, Some(6)), measured("b", 100.0, 500.0, None, Some(6))],
+            "gpu",
+        );
+        let v = write(&none);
+        assert!(!v.contains("utilization"), "{v}");
+        insta::assert_snapshot!("verdict_no_metrics", v);
+    }
 
     #[test]
     fn lists_and_money_read_well() {
@@ -181,5 +282,7 @@ mod tests {
         assert_eq!(rpm(59.94), "59.9");
         assert_eq!(rpm(1234.4), "1,234");
         assert_eq!(times(3.04), "3.0×");
+        assert_eq!(devices(Some(1), "CPU"), "1 CPU");
+        assert_eq!(devices(None, "GPU"), "no GPU count");
     }
 }

@@ -29,6 +29,10 @@ pub struct Comparison {
     /// Each pod's share of its GPU, from the per-pod rows of the phases' metric series.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<PodUsage>,
+    /// What the phases ran on: `gpu`, `cpu` or `mixed`; the rows' titles name it ("CPUs used").
+    /// Absent in comparisons written before it was recorded (read as `gpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_kind: Option<String>,
 }
 
 /// One pod (or process in a pod) on one GPU during a phase.
@@ -115,6 +119,10 @@ pub struct PhaseSummary {
     /// What ran the operating point's measurement (the run report's environment stamp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<EnvironmentStamp>,
+    /// What this phase ran on (`gpu` or `cpu`), where its inputs tell: the metric series'
+    /// source, or a server on loopback of a machine without GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_kind: Option<String>,
 }
 
 /// One load-test point of a phase.
