@@ -136,6 +136,9 @@ impl Llama {
     /// of logits per input with `want_logits`, in order.
     pub fn forward(&self, inputs: &mut [CandleInput<'_>]) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
         for inp in inputs.iter_mut() {
             let needed = inp.cache.len() + inp.tokens.len();
             if inp.tokens.is_empty() {

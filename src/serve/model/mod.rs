@@ -13,6 +13,7 @@ mod load;
 mod step;
 
 pub use candle::ops as candle_ops;
+pub use kv::BLOCK as KV_BLOCK;
 pub use load::{load_model, load_model_with, Arch, Backend as BackendChoice, LoadOptions, LoadedModel, ModelSource, WeightDtype};
 
 pub use gpubench_cpu::LlamaConfig;
