@@ -164,7 +164,7 @@ fn kv_limit(model: &LoadedModel, device: &candle_core::Device, args: &ServeArgs)
     let tokens = (s.kv_tokens - args.max_batch_size as usize * model::KV_BLOCK).min(explicit.unwrap_or(usize::MAX));
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let note = format!(
-        " (--gpu-memory-fraction {f} of {:.2} GiB = {:.2} GiB: weights {:.2} GiB, reserve {:.2} GiB)",
+        "; --gpu-memory-fraction {f} of {:.2} GiB = {:.2} GiB: weights {:.2} GiB, reserve {:.2} GiB",
         gib(total),
         gib(s.budget),
         gib(weights),
