@@ -130,7 +130,7 @@ pub fn load_into(state: &AppState, source: &ModelSource, device: &candle_core::D
     let opts = LoadOptions { dtype: args.dtype, ..LoadOptions::default() };
     let mut model = load_model_with(source, device, &opts)?;
     model.model.cfg.context = model.model.cfg.context.min(32_768);
-    let (kv_tokens, note) = kv_limit(&model, device, args)?;
+    let (kv_tokens, note) = super::memory::kv_limit(&model, device, args)?;
     state.set_kv_limit(kv_tokens);
     // The pool holds the engine's bound plus a block of rounding per running sequence; with a
     // memory share on CUDA it is taken whole now.
@@ -147,30 +147,6 @@ pub fn load_into(state: &AppState, source: &ModelSource, device: &candle_core::D
     tracing::info!("model loaded in {:.1}s ({})", started.elapsed().as_secs_f64(), model.model.describe());
     state.install(model);
     Ok(())
-}
-
-/// The KV-cache bound in tokens: --max-kv-tokens, capped by what --gpu-memory-fraction leaves
-/// after the weights; and a note on how it was chosen, for the log.
-fn kv_limit(model: &LoadedModel, device: &candle_core::Device, args: &ServeArgs) -> Result<(usize, String), ServeError> {
-    let explicit = args.max_kv_tokens.map(|n| n as usize);
-    let Some(f) = args.gpu_memory_fraction else {
-        return Ok((explicit.unwrap_or(super::DEFAULT_KV_TOKENS), String::new()));
-    };
-    let total = super::memory::device_total_bytes(device)?;
-    let weights = model.model.weight_bytes() as u64;
-    let per_token = model.model.kv_bytes_per_token() as u64;
-    let min = 16 + args.max_batch_size as usize * model::KV_BLOCK;
-    let s = super::memory::kv_capacity(total, f, weights, per_token, min).map_err(|e| ServeError::Usage(e.to_string()))?;
-    let tokens = (s.kv_tokens - args.max_batch_size as usize * model::KV_BLOCK).min(explicit.unwrap_or(usize::MAX));
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let note = format!(
-        "; --gpu-memory-fraction {f} of {:.2} GiB = {:.2} GiB: weights {:.2} GiB, reserve {:.2} GiB",
-        gib(total),
-        gib(s.budget),
-        gib(weights),
-        gib(s.reserve)
-    );
-    Ok((tokens, note))
 }
 
 /// Waits for SIGTERM or Ctrl-C (or [`AppState::request_shutdown`]), then lets axum drain.

@@ -6,7 +6,8 @@
 //! same arithmetic bounds a CPU server. On CUDA the candle KV pool is allocated whole at start,
 //! so the process takes its share at once; on the CPU it grows up to the bound.
 
-use crate::serve::ServeError;
+use crate::serve::model::{LoadedModel, KV_BLOCK};
+use crate::serve::{ServeArgs, ServeError};
 
 const MIB: u64 = 1 << 20;
 
@@ -100,6 +101,30 @@ pub fn device_total_bytes(device: &candle_core::Device) -> Result<u64, ServeErro
         #[allow(unreachable_patterns)]
         _ => Err(ServeError::Usage("--gpu-memory-fraction applies to CUDA and the CPU".into())),
     }
+}
+
+/// The KV-cache bound in tokens: --max-kv-tokens, capped by what --gpu-memory-fraction leaves
+/// after the weights; and a note on how it was chosen, for the log.
+pub fn kv_limit(model: &LoadedModel, device: &candle_core::Device, args: &ServeArgs) -> Result<(usize, String), ServeError> {
+    let explicit = args.max_kv_tokens.map(|n| n as usize);
+    let Some(f) = args.gpu_memory_fraction else {
+        return Ok((explicit.unwrap_or(crate::serve::DEFAULT_KV_TOKENS), String::new()));
+    };
+    let total = device_total_bytes(device)?;
+    let weights = model.model.weight_bytes() as u64;
+    let per_token = model.model.kv_bytes_per_token() as u64;
+    let min = 16 + args.max_batch_size as usize * KV_BLOCK;
+    let s = kv_capacity(total, f, weights, per_token, min).map_err(|e| ServeError::Usage(e.to_string()))?;
+    let tokens = (s.kv_tokens - args.max_batch_size as usize * KV_BLOCK).min(explicit.unwrap_or(usize::MAX));
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let note = format!(
+        "; --gpu-memory-fraction {f} of {:.2} GiB = {:.2} GiB: weights {:.2} GiB, reserve {:.2} GiB",
+        gib(total),
+        gib(s.budget),
+        gib(weights),
+        gib(s.reserve)
+    );
+    Ok((tokens, note))
 }
 
 #[cfg(test)]

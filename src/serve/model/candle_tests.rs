@@ -59,6 +59,7 @@ fn a_decode_step_issues_the_same_ops_at_batch_1_16_and_64() {
         step(&m, &mut caches, &toks);
         counts.push(ops() - before);
     }
+    eprintln!("candle ops per decode step at batch 1, 16, 64: {counts:?}");
     assert_eq!(counts[0], counts[1], "ops per decode step at batch 1, 16, 64: {counts:?}");
     assert_eq!(counts[0], counts[2], "ops per decode step at batch 1, 16, 64: {counts:?}");
     // Per layer a fixed set; nothing per sequence.

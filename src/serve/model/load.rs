@@ -110,7 +110,7 @@ fn load_gguf(path: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedM
         }
     }
     let head_dim = get("rope.dimension_count").map(|v| v as usize).unwrap_or(hidden / heads);
-    if head_dim * heads != hidden || heads % kv_heads != 0 {
+    if head_dim * heads != hidden || !heads.is_multiple_of(kv_heads) {
         return Err(bad("the GGUF's head counts do not divide its embedding size; the file is not a plain llama"));
     }
     let tokenizer = TextTokenizer::from_gguf(&content)?;

@@ -19,7 +19,7 @@ pub use load::{load_model, load_model_with, Arch, Backend as BackendChoice, Load
 pub use gpubench_cpu::LlamaConfig;
 
 enum Backend {
-    Cpu(cpu::CpuLlama),
+    Cpu(Box<cpu::CpuLlama>),
     Candle(candle::Llama),
 }
 
@@ -60,7 +60,7 @@ pub struct StepInput<'a> {
 
 impl Model {
     pub(crate) fn cpu(m: cpu::CpuLlama, cfg: LlamaConfig) -> Self {
-        Self { cfg, backend: Backend::Cpu(m) }
+        Self { cfg, backend: Backend::Cpu(Box::new(m)) }
     }
 
     pub(crate) fn candle(m: candle::Llama) -> Self {
