@@ -1,6 +1,7 @@
 //! `serve --dtype` and `--gpu-memory-fraction` on the CPU (where the fraction is of the system
 //! memory): a share the weights do not fit is refused with the sizes, and a bf16 dummy model on
-//! candle's CPU kernels names its KV capacity when ready and serves tokens.
+//! candle's CPU kernels names its KV capacity when ready and serves tokens. Also the engine on
+//! candle's kernels, batched against alone.
 
 mod common;
 
@@ -78,4 +79,23 @@ fn bf16_dummy_weights_on_the_cpu_name_their_kv_capacity_and_serve() {
     let _ = child.wait();
     let r = sent.expect("generate");
     assert_eq!(r["completion_tokens"], 4, "{r}");
+}
+
+/// The engine on candle's kernels (the CUDA path's code): concurrent greedy requests of different
+/// lengths, batched into shared decode steps, give the same text as each alone.
+#[test]
+fn candle_engine_batches_like_alone() {
+    let srv = common::serve::Server::start(&[("GPUBENCH_CPU_BACKEND", "candle")], &["--max-batch-size", "8"]);
+    let prompts = ["The capital of France is", "Once upon a time there was a", "def add(a, b):", "Hi"];
+    let body = |p: &str| json!({"prompt": p, "max_tokens": 8, "temperature": 0, "ignore_eos": true});
+    let send = |c: reqwest::Client, p: &'static str| {
+        let url = srv.url("/generate");
+        async move { c.post(url).json(&body(p)).send().await.unwrap().json::<Value>().await.unwrap()["text"].clone() }
+    };
+    let rt = common::serve::rt();
+    let alone: Vec<Value> = prompts.iter().map(|p| rt.block_on(send(reqwest::Client::new(), p))).collect();
+    let c = reqwest::Client::new();
+    let together = rt.block_on(futures_util::future::join_all(prompts.iter().map(|p| send(c.clone(), p))));
+    assert_eq!(together, alone);
+    assert!(alone.iter().all(|t| !t.as_str().unwrap_or("").is_empty()), "{alone:?}");
 }

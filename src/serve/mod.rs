@@ -33,6 +33,7 @@ pub const AFTER_HELP: &str = "Examples:
   gpubench serve --model ./model --port 8080       # a Hugging Face folder (config.json, tokenizer.json, *.safetensors)
   gpubench serve --model m.gguf --max-batch-size 1 # one request at a time, like the classic server
   gpubench serve --load-format dummy --arch llama-3.1-8b --device cuda   # random weights, for speed only
+  gpubench serve --load-format dummy --arch llama-3.2-1b --device cuda --dtype bf16 --gpu-memory-fraction 0.33
 
 Endpoints: POST /generate, POST /v1/completions, POST /v1/chat/completions, GET /v1/models,
 GET /health, GET /ready, GET /metrics.";

@@ -151,3 +151,16 @@ pub(crate) fn random_llama(cfg: LlamaConfig, tied: bool, dtype: DType, device: &
     let norm = ones(h)?;
     Llama::new(cfg, embed, layers, norm, lm_head, dtype, device.clone()).map_err(ce("rotary tables"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_bf16_on_cuda_and_f32_on_the_cpu() {
+        assert_eq!(WeightDtype::Auto.resolve(&Device::Cpu), DType::F32);
+        assert_eq!(WeightDtype::Bf16.resolve(&Device::Cpu), DType::BF16);
+        assert_eq!(WeightDtype::F16.resolve(&Device::Cpu), DType::F16);
+        assert_eq!(WeightDtype::F32.resolve(&Device::Cpu), DType::F32);
+    }
+}
