@@ -292,6 +292,37 @@ def cmd_summarize(a):
         for r in peer.get("results", []):
             rows.append((f"transformers {dtype} b={r['batch']}", f"{fmt(r['output_tok_s'])} tok/s, TTFT {fmt(r['ttft_ms'])} ms"))
 
+    share = []
+    try:
+        with open(os.path.join(out, "share-memory.tsv")) as f:
+            share = [dict(zip(("phase", "server", "pid", "used_mib", "share_mib", "used_of_share", "within_share"),
+                              line.rstrip("\n").split("\t"))) for line in f.readlines()[1:] if line.strip()]
+    except OSError:
+        pass
+    kv = {}
+    try:
+        with open(os.path.join(out, "share-kv.txt")) as f:
+            for k, line in enumerate(f, 1):
+                if "KV cache " in line:
+                    kv[str(k)] = line.split("KV cache ", 1)[1].split(",")[0]
+    except OSError:
+        pass
+    if share:
+        summary["share"] = share
+        last = {}
+        for r in share:
+            last[r["server"]] = r  # after-load comes after loaded
+        for k in sorted(last, key=int):
+            r = last[k]
+            pct = f"{100 * float(r['used_of_share']):.0f}%" if r["used_of_share"] not in ("-", "") else "-"
+            rows.append((f"share server {k} ({r['phase']})", f"{r['used_mib']} MiB of its {r['share_mib']} MiB share ({pct}, "
+                                                            f"within: {r['within_share']}); KV cache {kv.get(k, '-')}"))
+    else:
+        rows.append(("share (3 servers)", "not measured (see steps)"))
+    bench = [s for s in steps if s and s[0] == "bench"]
+    if bench:
+        rows.append(("bench --quick", f"{bench[0][1] if len(bench[0]) > 1 else '?'}; see bench/"))
+
     failed = [s for s in steps if len(s) > 1 and s[1] not in ("ok", "skipped")]
     rows.append(("steps", f"{len(steps) - len(failed)}/{len(steps)} ok or skipped"
                           + (f"; failed: {', '.join(s[0] + ' (' + s[1] + ')' for s in failed)}" if failed else "")))

@@ -165,7 +165,17 @@ fn gpu_smoke_runs_every_step_against_the_cpu_build() {
     let (stdout, stderr) = (stdout_of(&out), stderr_of(&out));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let steps = std::fs::read_to_string(out_dir.path().join("steps.tsv")).unwrap();
-    for ok in ["self-test\tok", "gpu-check\t", "serve-dummy-load\tok", "serve-dummy-sweep\tok", "compare\tok", "total\tok"] {
+    for ok in [
+        "self-test\tok",
+        "gpu-check\t",
+        "serve-dummy-load\tok",
+        "serve-dummy-sweep\tok",
+        "compare\tok",
+        "share-load\tok",
+        "share-sweep\tok",
+        "bench\tok",
+        "total\tok",
+    ] {
         assert!(steps.contains(ok), "{ok} not in\n{steps}\n{stderr}");
     }
     assert!(steps.contains("serve-gguf\tskipped"), "{steps}");
@@ -178,6 +188,15 @@ fn gpu_smoke_runs_every_step_against_the_cpu_build() {
     assert!(out_dir.path().join("compare/comparison.md").exists());
     let selftest = std::fs::read_to_string(out_dir.path().join("self-test.jsonl")).unwrap();
     assert!(selftest.lines().count() >= 8 && !selftest.contains("\"passed\":false"), "{selftest}");
+    // Three servers at --gpu-memory-fraction 0.33, each measured against its share, each naming its KV cache.
+    let share = std::fs::read_to_string(out_dir.path().join("share-memory.tsv")).unwrap();
+    let after: Vec<&str> = share.lines().filter(|l| l.starts_with("after-load\t")).collect();
+    assert_eq!(after.len(), 3, "{share}");
+    assert!(after.iter().all(|l| l.ends_with("\tyes")), "{share}");
+    let kv = std::fs::read_to_string(out_dir.path().join("share-kv.txt")).unwrap();
+    assert_eq!(kv.lines().filter(|l| l.contains("KV cache ") && l.contains("--gpu-memory-fraction 0.33 of")).count(), 3, "{kv}");
+    assert!(out_dir.path().join("bench/comparison.md").exists());
+    assert!(stdout.contains("share server 3 (after-load)"), "{stdout}");
     // The table comes last.
     assert!(stdout.contains("serve dummy c=1"), "{stdout}");
     assert!(stdout.trim_end().lines().last().unwrap().starts_with("steps"), "{stdout}");

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use gpubench::serve::model::{argmax, load_model, LoadedModel, ModelSource, StepInput};
+use gpubench::serve::model::{argmax, load_model, load_model_with, BackendChoice, LoadOptions, LoadedModel, ModelSource, StepInput};
 use gpubench::serve::template::ChatMessage;
 use serde_json::Value;
 
@@ -100,3 +100,76 @@ fn chunked_prefill_matches_whole_prefill() {
     let logits = m.model.forward(&mut [StepInput { tokens: &ids[2..], cache: &mut cache, want_logits: true }]).unwrap();
     assert_eq!(argmax(&logits[0]), greedy(m, "The capital of France is", 1)[0]);
 }
+
+/// The default model on candle's kernels (the CUDA path's code, on the CPU).
+fn candle_model() -> &'static LoadedModel {
+    static M: OnceLock<LoadedModel> = OnceLock::new();
+    M.get_or_init(|| {
+        let path = gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+        let opts = LoadOptions { backend: BackendChoice::Candle, ..LoadOptions::default() };
+        load_model_with(&ModelSource::Gguf(path), &candle_core::Device::Cpu, &opts).expect("load the default model on candle")
+    })
+}
+
+#[test]
+fn candle_greedy_equals_the_cpu_engine() {
+    let (cpu, candle) = (model(), candle_model());
+    assert!(candle.model.is_candle() && !cpu.model.is_candle());
+    for prompt in ["The capital of France is", "Once upon a time"] {
+        assert_eq!(greedy(candle, prompt, 8), greedy(cpu, prompt, 8), "{prompt:?}");
+    }
+    // The two quantized matmuls round differently, so a near tie may go either way (for this
+    // prompt the top two are 0.02 apart); the logits stay close (0.85 at most over the vocabulary
+    // when measured) and the top two agree.
+    let ids = cpu.tokenizer.encode("def add(a, b):").unwrap();
+    let row = |m: &LoadedModel| {
+        let mut cache = m.model.new_cache();
+        m.model.forward(&mut [StepInput { tokens: &ids, cache: &mut cache, want_logits: true }]).unwrap().remove(0)
+    };
+    let (a, b) = (row(cpu), row(candle));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst < 1.5, "logits differ by up to {worst}");
+    let top2 = |r: &[f32]| {
+        let mut v: Vec<usize> = (0..r.len()).collect();
+        v.sort_by(|&i, &j| r[j].total_cmp(&r[i]));
+        let mut t = [v[0], v[1]];
+        t.sort();
+        t
+    };
+    assert_eq!(top2(&a), top2(&b));
+}
+
+#[test]
+fn candle_batched_decode_of_different_lengths_equals_each_alone() {
+    let m = candle_model();
+    let prompts = ["The capital of France is", "Once upon a time there was", "def add(a, b):", "Hi"];
+    let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(m, p, 8)).collect();
+    // Prompts enter one after the other, so decoding sequences of different lengths share steps
+    // with a prompt being prefilled.
+    let mut caches: Vec<_> = prompts.iter().map(|_| m.model.new_cache()).collect();
+    let mut next: Vec<Vec<u32>> = prompts.iter().map(|p| m.tokenizer.encode(p).unwrap()).collect();
+    let mut outs = vec![Vec::new(); prompts.len()];
+    for step in 0..8 + prompts.len() {
+        let active: Vec<usize> = (0..prompts.len()).filter(|&i| i <= step && outs[i].len() < 8).collect();
+        if active.is_empty() {
+            break;
+        }
+        let mut inputs: Vec<StepInput> = caches
+            .iter_mut()
+            .zip(&next)
+            .enumerate()
+            .filter(|(i, _)| active.contains(i))
+            .map(|(_, (cache, toks))| StepInput { tokens: toks, cache, want_logits: true })
+            .collect();
+        let before = gpubench::serve::model::candle_ops();
+        let logits = m.model.forward(&mut inputs).unwrap();
+        assert!(gpubench::serve::model::candle_ops() > before);
+        for (&i, row) in active.iter().zip(&logits) {
+            let t = argmax(row);
+            outs[i].push(t);
+            next[i] = vec![t];
+        }
+    }
+    assert_eq!(outs, alone);
+}
+

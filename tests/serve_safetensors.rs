@@ -81,3 +81,28 @@ fn hf_folder_loads_and_batches_like_alone() {
     let together = run(&[a.clone(), b.clone()]);
     assert_eq!(together, vec![run(&[a])[0].clone(), run(&[b])[0].clone()]);
 }
+
+/// The same folder on candle in bf16 (weights and activations) and in f32: both run, batched
+/// like alone, and the bf16 logits stay near the f32 ones.
+#[test]
+fn hf_folder_runs_on_candle_in_bf16_and_f32() {
+    use gpubench::serve::model::{load_model_with, BackendChoice, LoadOptions, WeightDtype};
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama(dir.path());
+    let load = |dtype| {
+        let opts = LoadOptions { dtype, backend: BackendChoice::Candle };
+        load_model_with(&ModelSource::HfFolder(dir.path().to_path_buf()), &Device::Cpu, &opts).unwrap()
+    };
+    let (bf16, f32m) = (load(WeightDtype::Bf16), load(WeightDtype::F32));
+    assert!(bf16.model.describe().contains("BF16"), "{}", bf16.model.describe());
+    assert!(f32m.model.describe().contains("F32"), "{}", f32m.model.describe());
+    let first = |m: &gpubench::serve::model::LoadedModel| {
+        let mut cache = m.model.new_cache();
+        m.model.forward(&mut [StepInput { tokens: &[2, 3, 4, 5], cache: &mut cache, want_logits: true }]).unwrap().remove(0)
+    };
+    let (a, b) = (first(&bf16), first(&f32m));
+    assert!(a.iter().all(|x| x.is_finite()));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let scale = b.iter().map(|x| x.abs()).fold(0f32, f32::max);
+    assert!(worst <= 0.05 * scale.max(1.0), "bf16 vs f32 logits differ by {worst} (scale {scale})");
+}

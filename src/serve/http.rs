@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::engine::{self, EngineHandle, EngineLimits, Event, GenRequest};
 use super::auth::require_key;
 use super::metrics::Metrics;
-use super::model::{load_model, LoadedModel, ModelSource};
+use super::model::{self, load_model_with, LoadOptions, LoadedModel, ModelSource};
 use super::prompt::{self, PromptInput};
 use super::sse::sse;
 use super::openai::{parse_body, ApiError, ChatBody, CompletionBody, Defaults, GenerateBody, GenerateResponse};
@@ -44,6 +44,8 @@ struct Inner {
     in_flight: AtomicUsize,
     next_id: AtomicU64,
     loaded: OnceLock<Loaded>,
+    /// The KV cache chosen at load, for the startup line.
+    capacity: OnceLock<String>,
     draining: AtomicBool,
     shutdown: watch::Sender<bool>,
     metrics: Arc<Metrics>,
@@ -60,7 +62,7 @@ impl AppState {
         let limits = EngineLimits {
             max_batch_size: args.max_batch_size as usize,
             max_batched_tokens: args.max_batched_tokens as usize,
-            max_kv_tokens: args.max_kv_tokens as usize,
+            max_kv_tokens: args.max_kv_tokens.map_or(super::DEFAULT_KV_TOKENS, |n| n as usize),
         };
         let (shutdown, _) = watch::channel(false);
         Self(Arc::new(Inner {
@@ -74,6 +76,7 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             loaded: OnceLock::new(),
+            capacity: OnceLock::new(),
             draining: AtomicBool::new(false),
             shutdown,
             metrics: Arc::new(Metrics::default()),
@@ -94,6 +97,11 @@ impl AppState {
     /// The API key, when one is set.
     pub fn api_key(&self) -> Option<&str> {
         self.0.api_key.as_deref()
+    }
+
+    /// The KV cache chosen at load (empty before).
+    pub fn capacity_line(&self) -> &str {
+        self.0.capacity.get().map_or("", String::as_str)
     }
 
     fn set_kv_limit(&self, tokens: usize) {
@@ -119,43 +127,26 @@ pub fn load_into(state: &AppState, source: &ModelSource, device: &candle_core::D
         std::thread::sleep(delay);
     }
     let started = Instant::now();
-    let mut model = load_model(source, device)?;
-    if let Some(f) = args.gpu_memory_fraction {
-        match device_memory_bytes(device) {
-            Some(total) => {
-                let per_token = model.model.cfg.kv_bytes_per_token();
-                // Weights plus a tenth of the share for activations; the rest is KV cache.
-                let budget = (f * total as f64 * 0.9 - model.model.weight_bytes() as f64).max(0.0);
-                let tokens = (budget / per_token as f64) as usize;
-                let limit = tokens.min(args.max_kv_tokens as usize).max(16);
-                tracing::info!("--gpu-memory-fraction {f}: KV cache limited to {limit} tokens");
-                state.set_kv_limit(limit);
-            }
-            None => tracing::warn!("--gpu-memory-fraction applies to CUDA devices; on this device --max-kv-tokens bounds the KV cache"),
-        }
-    }
+    let opts = LoadOptions { dtype: args.dtype, ..LoadOptions::default() };
+    let mut model = load_model_with(source, device, &opts)?;
+    model.model.cfg.context = model.model.cfg.context.min(32_768);
+    let (kv_tokens, note) = super::memory::kv_limit(&model, device, args)?;
+    state.set_kv_limit(kv_tokens);
+    // The pool holds the engine's bound plus a block of rounding per running sequence; with a
+    // memory share on CUDA it is taken whole now.
+    let slots = kv_tokens + args.max_batch_size as usize * model::KV_BLOCK;
+    let allocate = args.gpu_memory_fraction.is_some() && device.is_cuda();
+    model.model.set_kv_capacity(slots, allocate).map_err(|e| ServeError::Model(format!("cannot allocate the KV cache of {slots} tokens: {e}")))?;
+    let kv_gib = (slots * model.model.kv_bytes_per_token()) as f64 / (1u64 << 30) as f64;
+    let line = format!("KV cache {kv_tokens} tokens, {kv_gib:.2} GiB{}{note}", if allocate { " allocated" } else { " at most" });
+    tracing::info!("{line}");
+    let _ = state.0.capacity.set(line);
     if model.dummy {
         tracing::warn!("serving RANDOM weights (--load-format dummy): the text is meaningless, the speed is real");
     }
-    model.model.cfg.context = model.model.cfg.context.min(32_768);
     tracing::info!("model loaded in {:.1}s ({})", started.elapsed().as_secs_f64(), model.model.describe());
     state.install(model);
     Ok(())
-}
-
-/// Total memory of a CUDA device; `None` on the CPU.
-#[cfg(feature = "cuda")]
-fn device_memory_bytes(device: &candle_core::Device) -> Option<usize> {
-    match device {
-        // Through the device's own context: it is bound to this thread first, and cuda:N asks device N.
-        candle_core::Device::Cuda(d) => d.cuda_stream().context().mem_get_info().ok().map(|(_free, total)| total),
-        _ => None,
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn device_memory_bytes(_device: &candle_core::Device) -> Option<usize> {
-    None
 }
 
 /// Waits for SIGTERM or Ctrl-C (or [`AppState::request_shutdown`]), then lets axum drain.

@@ -6,6 +6,7 @@ mod conn;
 pub mod engine;
 pub mod fault;
 pub mod limits;
+pub mod memory;
 mod http;
 pub mod metrics;
 pub mod model;
@@ -25,13 +26,14 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 pub use http::{build_router, AppState};
-use model::{Arch, ModelSource};
+use model::{Arch, ModelSource, WeightDtype};
 
 pub const AFTER_HELP: &str = "Examples:
   gpubench serve                                   # default model (SmolLM2-135M-Instruct Q4_1), 127.0.0.1:8000
   gpubench serve --model ./model --port 8080       # a Hugging Face folder (config.json, tokenizer.json, *.safetensors)
   gpubench serve --model m.gguf --max-batch-size 1 # one request at a time, like the classic server
   gpubench serve --load-format dummy --arch llama-3.1-8b --device cuda   # random weights, for speed only
+  gpubench serve --load-format dummy --arch llama-3.2-1b --device cuda --dtype bf16 --gpu-memory-fraction 0.33
 
 Endpoints: POST /generate, POST /v1/completions, POST /v1/chat/completions, GET /v1/models,
 GET /health, GET /ready, GET /metrics.";
@@ -57,6 +59,10 @@ pub struct ServeArgs {
     /// Architecture for `--load-format dummy`.
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
+    /// Dtype of float weights (safetensors, dummy) and activations: auto is bf16 on CUDA and f32 on
+    /// the CPU. bf16 and f16 run on candle's kernels (on the CPU too); a GGUF stays quantized.
+    #[arg(long, value_enum, default_value_t = WeightDtype::Auto)]
+    pub dtype: WeightDtype,
     /// Model name the API reports and accepts (default: from the file name).
     #[arg(long)]
     pub served_model_name: Option<String>,
@@ -85,10 +91,13 @@ pub struct ServeArgs {
     /// Tokens per forward step at most (prompt chunks plus one per decoding sequence).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batched_tokens: u32,
-    /// KV-cache tokens (prompt + max_tokens of running requests) at most.
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(16..))]
-    pub max_kv_tokens: u32,
-    /// On CUDA: the share of device memory the KV cache may take (caps --max-kv-tokens).
+    /// KV-cache tokens (prompt + max_tokens of running requests) at most [default: 65536, or what
+    /// --gpu-memory-fraction leaves].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_kv_tokens: Option<u32>,
+    /// The share of device memory (0 < F <= 1) this server may use: weights + KV cache fit in
+    /// total x F, and the KV cache is what the weights leave (allocated at start on CUDA). On the
+    /// CPU, of the system memory. Refuses to start when the weights do not fit.
     #[arg(long, value_parser = parse_fraction)]
     pub gpu_memory_fraction: Option<f64>,
     /// Requests waiting beyond the running batch at most; more get 429 with Retry-After.
@@ -117,6 +126,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10s", value_parser = crate::util::parse_duration)]
     pub shutdown_grace: Duration,
 }
+
+/// KV-cache tokens without --max-kv-tokens or --gpu-memory-fraction.
+pub const DEFAULT_KV_TOKENS: usize = 65_536;
 
 impl ServeArgs {
     fn has_key(&self) -> bool {
@@ -270,7 +282,7 @@ pub async fn run_cli(args: ServeArgs, quiet: bool) -> Result<crate::ExitStatus, 
     let server = tokio::spawn(conn::serve(listener, build_router(state.clone()), limits, shutdown));
     tokio::select! {
         loaded = loader => match loaded {
-            Ok(Ok(())) => eprintln!("gpubench serve: model {name} ready on http://{local}"),
+            Ok(Ok(())) => eprintln!("gpubench serve: model {name} ready on http://{local} ({})", state.capacity_line()),
             Ok(Err(e)) => return Err(e),
             Err(e) => return Err(ServeError::Internal(format!("model loading crashed: {e}"))),
         },

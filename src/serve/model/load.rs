@@ -6,79 +6,11 @@ use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Tensor};
 
 use super::candle::{Layer, Llama};
+pub use super::dummy::{Arch, WeightDtype};
 use super::{cpu, LlamaConfig, Model};
 use crate::serve::template::ChatTemplate;
 use crate::serve::tokenizer::TextTokenizer;
 use crate::serve::ServeError;
-
-/// Architectures `--load-format dummy` can build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Arch {
-    #[value(name = "smollm2-135m")]
-    Smollm2_135m,
-    #[value(name = "llama-3.2-1b")]
-    Llama32_1b,
-    #[value(name = "llama-3.2-3b")]
-    Llama32_3b,
-    #[value(name = "llama-3.1-8b")]
-    Llama31_8b,
-}
-
-impl Arch {
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Smollm2_135m => "smollm2-135m",
-            Arch::Llama32_1b => "llama-3.2-1b",
-            Arch::Llama32_3b => "llama-3.2-3b",
-            Arch::Llama31_8b => "llama-3.1-8b",
-        }
-    }
-
-    /// The architecture's shape, and whether the output layer shares the embedding.
-    pub fn config(self) -> (LlamaConfig, bool) {
-        let llama3 = |hidden, intermediate, layers, heads, tied| {
-            (
-                LlamaConfig {
-                    hidden,
-                    intermediate,
-                    layers,
-                    heads,
-                    kv_heads: 8,
-                    head_dim: hidden / heads,
-                    vocab: 128_256,
-                    rope_theta: 500_000.0,
-                    rms_eps: 1e-5,
-                    context: 8192,
-                    rope_interleaved: false,
-                    rope_freq_factors: None,
-                },
-                tied,
-            )
-        };
-        match self {
-            Arch::Smollm2_135m => (
-                LlamaConfig {
-                    hidden: 576,
-                    intermediate: 1536,
-                    layers: 30,
-                    heads: 9,
-                    kv_heads: 3,
-                    head_dim: 64,
-                    vocab: 49_152,
-                    rope_theta: 100_000.0,
-                    rms_eps: 1e-5,
-                    context: 8192,
-                    rope_interleaved: false,
-                    rope_freq_factors: None,
-                },
-                true,
-            ),
-            Arch::Llama32_1b => llama3(2048, 8192, 16, 32, true),
-            Arch::Llama32_3b => llama3(3072, 8192, 28, 24, true),
-            Arch::Llama31_8b => llama3(4096, 14336, 32, 32, false),
-        }
-    }
-}
 
 /// Where the weights come from.
 #[derive(Debug, Clone)]
@@ -97,24 +29,59 @@ pub struct LoadedModel {
     pub dummy: bool,
 }
 
-fn bad(msg: impl Into<String>) -> ServeError {
+/// Which code serves a CPU model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Our CPU kernels for f32 on the CPU (unless `GPUBENCH_CPU_BACKEND=candle`), candle elsewhere.
+    #[default]
+    Auto,
+    /// candle's kernels, on any device.
+    Candle,
+}
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    pub dtype: WeightDtype,
+    pub backend: Backend,
+}
+
+impl LoadOptions {
+    /// Whether our CPU kernels serve this model: on the CPU, in f32, unless candle is asked for.
+    pub(super) fn cpu_kernels(&self, device: &Device, dtype: DType) -> bool {
+        self.backend == Backend::Auto && dtype == DType::F32 && device.is_cpu() && cpu::enabled()
+    }
+}
+
+pub(super) fn bad(msg: impl Into<String>) -> ServeError {
     ServeError::Model(msg.into())
 }
 
-fn ce(context: &str) -> impl Fn(candle_core::Error) -> ServeError + '_ {
+pub(super) fn ce(context: &str) -> impl Fn(candle_core::Error) -> ServeError + '_ {
     move |e| ServeError::Model(format!("{context}: {e}"))
 }
 
 /// Loads a model onto `device`.
 pub fn load_model(source: &ModelSource, device: &Device) -> Result<LoadedModel, ServeError> {
+    load_model_with(source, device, &LoadOptions::default())
+}
+
+/// Loads a model onto `device` with `opts`.
+pub fn load_model_with(source: &ModelSource, device: &Device, opts: &LoadOptions) -> Result<LoadedModel, ServeError> {
     match source {
-        ModelSource::Gguf(path) => load_gguf(path, device),
-        ModelSource::HfFolder(dir) => load_hf(dir, device),
-        ModelSource::Dummy(arch) => load_dummy(*arch, device),
+        ModelSource::Gguf(path) => load_gguf(path, device, opts),
+        ModelSource::HfFolder(dir) => load_hf(dir, device, opts),
+        ModelSource::Dummy(arch) => super::dummy::load_dummy(*arch, device, opts),
     }
 }
 
-fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
+fn load_gguf(path: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedModel, ServeError> {
+    if !matches!(opts.dtype, WeightDtype::Auto | WeightDtype::F32) {
+        return Err(bad(format!(
+            "--dtype {} applies to safetensors and dummy weights; a GGUF keeps its quantized weights and runs f32 activations: drop --dtype",
+            opts.dtype.name()
+        )));
+    }
     let mut file = std::fs::File::open(path)
         .map_err(|e| bad(format!("cannot open {}: {e}; check --model", path.display())))?;
     super::gguf_check::check_header(&mut file).map_err(|e| bad(format!("{}: {e}", path.display())))?;
@@ -143,7 +110,7 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
         }
     }
     let head_dim = get("rope.dimension_count").map(|v| v as usize).unwrap_or(hidden / heads);
-    if head_dim * heads != hidden || heads % kv_heads != 0 {
+    if head_dim * heads != hidden || !heads.is_multiple_of(kv_heads) {
         return Err(bad("the GGUF's head counts do not divide its embedding size; the file is not a plain llama"));
     }
     let tokenizer = TextTokenizer::from_gguf(&content)?;
@@ -188,7 +155,7 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
         }
         cfg.rope_freq_factors = Some(k);
     }
-    if use_cpu_kernels(device) {
+    if opts.cpu_kernels(device, DType::F32) {
         drop(embed_q);
         let has_output = content.tensor_infos.contains_key("output.weight");
         let mut read = |name: &str| content.tensor(&mut file, name, &Device::Cpu).map_err(|e| format!("{name}: {e}"));
@@ -218,16 +185,12 @@ fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     } else {
         QMatMul::from_qtensor(embed_q).map_err(ce("token_embd.weight"))?
     };
-    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?);
+    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, DType::F32, device.clone()).map_err(ce("rotary tables"))?);
     Ok(LoadedModel { model, tokenizer, template, dummy: false })
 }
 
-/// CPU models run on our own kernels unless `GPUBENCH_CPU_BACKEND=candle`.
-fn use_cpu_kernels(device: &Device) -> bool {
-    device.is_cpu() && cpu::enabled()
-}
-
-fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
+fn load_hf(dir: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedModel, ServeError> {
+    let dtype = opts.dtype.resolve(device);
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
         .map_err(|e| bad(format!("cannot read {}: {e}; --model must be a GGUF file or a folder with config.json", cfg_path.display())))?;
@@ -269,7 +232,7 @@ fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     // SAFETY: the files are memory-mapped read-only; they must not change while we load them.
     let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(ce("safetensors"))?;
     let get = |name: &str| -> Result<Tensor, ServeError> {
-        st.load(name, device).and_then(|t| t.to_dtype(DType::F32)).map_err(ce(name))
+        st.load(name, device).and_then(|t| t.to_dtype(dtype)).map_err(ce(name))
     };
     let tokenizer = TextTokenizer::from_hf_folder(dir, &c)?;
     let tc: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
@@ -282,7 +245,7 @@ fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
         _ => String::new(),
     };
     let template = ChatTemplate::new(tc["chat_template"].as_str(), &token_text(&tc["bos_token"]), &token_text(&tc["eos_token"]))?;
-    if use_cpu_kernels(device) {
+    if opts.cpu_kernels(device, dtype) {
         let raw = |name: &str| st.load(name, &Device::Cpu).map_err(|e| format!("{name}: {e}"));
         let m = cpu::from_hf(cfg.clone(), &raw, tied).map_err(bad)?;
         return Ok(LoadedModel { model: Model::cpu(m, cfg), tokenizer, template, dummy: false });
@@ -306,7 +269,7 @@ fn load_hf(dir: &Path, device: &Device) -> Result<LoadedModel, ServeError> {
     }
     let norm = get("model.norm.weight")?;
     let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { lin("lm_head.weight")? };
-    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?);
+    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, dtype, device.clone()).map_err(ce("rotary tables"))?);
     Ok(LoadedModel { model, tokenizer, template, dummy: false })
 }
 
@@ -332,39 +295,6 @@ fn rope_scaling(c: &serde_json::Value, cfg: &LlamaConfig) -> Result<Option<Vec<f
         ))),
         other => Err(bad(format!("config.json rope_scaling `{other}` is not supported (llama3, linear); pick a model without it"))),
     }
-}
-
-fn load_dummy(arch: Arch, device: &Device) -> Result<LoadedModel, ServeError> {
-    let (cfg, tied) = arch.config();
-    let tokenizer = TextTokenizer::bytes();
-    if use_cpu_kernels(device) {
-        let m = cpu::random(cfg.clone(), tied).map_err(bad)?;
-        return Ok(LoadedModel { model: Model::cpu(m, cfg), tokenizer, template: ChatTemplate::new(None, "", "")?, dummy: true });
-    }
-    let rnd = |rows: usize, cols: usize| -> Result<Tensor, ServeError> {
-        Tensor::randn(0f32, 0.02, (rows, cols), device).map_err(ce("random weights"))
-    };
-    let ones = |n: usize| Tensor::ones(n, DType::F32, device).map_err(ce("random weights"));
-    let (h, i, qd, kd) = (cfg.hidden, cfg.intermediate, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
-    let embed = rnd(cfg.vocab, h)?;
-    let mut layers = Vec::with_capacity(cfg.layers);
-    for _ in 0..cfg.layers {
-        layers.push(Layer {
-            attn_norm: ones(h)?,
-            wq: QMatMul::Tensor(rnd(qd, h)?),
-            wk: QMatMul::Tensor(rnd(kd, h)?),
-            wv: QMatMul::Tensor(rnd(kd, h)?),
-            wo: QMatMul::Tensor(rnd(h, qd)?),
-            ffn_norm: ones(h)?,
-            w_gate: QMatMul::Tensor(rnd(i, h)?),
-            w_up: QMatMul::Tensor(rnd(i, h)?),
-            w_down: QMatMul::Tensor(rnd(h, i)?),
-        });
-    }
-    let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { QMatMul::Tensor(rnd(cfg.vocab, h)?) };
-    let norm = ones(h)?;
-    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, device.clone()).map_err(ce("rotary tables"))?);
-    Ok(LoadedModel { model, tokenizer, template: ChatTemplate::new(None, "", "")?, dummy: true })
 }
 
 #[cfg(test)]

@@ -5,17 +5,21 @@
 //! Two backends: on the CPU our own kernels (`cpu`), on CUDA candle's tensors (`candle`).
 
 mod candle;
+mod dummy;
 mod gguf_check;
 pub mod cpu;
 mod kv;
 mod load;
+mod step;
 
-pub use load::{load_model, Arch, LoadedModel, ModelSource};
+pub use candle::ops as candle_ops;
+pub use kv::BLOCK as KV_BLOCK;
+pub use load::{load_model, load_model_with, Arch, Backend as BackendChoice, LoadOptions, LoadedModel, ModelSource, WeightDtype};
 
 pub use gpubench_cpu::LlamaConfig;
 
 enum Backend {
-    Cpu(cpu::CpuLlama),
+    Cpu(Box<cpu::CpuLlama>),
     Candle(candle::Llama),
 }
 
@@ -55,11 +59,11 @@ pub struct StepInput<'a> {
 }
 
 impl Model {
-    fn cpu(m: cpu::CpuLlama, cfg: LlamaConfig) -> Self {
-        Self { cfg, backend: Backend::Cpu(m) }
+    pub(crate) fn cpu(m: cpu::CpuLlama, cfg: LlamaConfig) -> Self {
+        Self { cfg, backend: Backend::Cpu(Box::new(m)) }
     }
 
-    fn candle(m: candle::Llama) -> Self {
+    pub(crate) fn candle(m: candle::Llama) -> Self {
         Self { cfg: m.cfg.clone(), backend: Backend::Candle(m) }
     }
 
@@ -75,8 +79,30 @@ impl Model {
     pub fn describe(&self) -> String {
         match &self.backend {
             Backend::Cpu(m) => m.describe(),
-            Backend::Candle(m) => format!("candle on {:?}", m.device),
+            Backend::Candle(m) => format!("candle on {:?}, {:?}", m.device, m.dtype),
         }
+    }
+
+    /// Bytes of KV cache one token takes.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        match &self.backend {
+            Backend::Cpu(_) => self.cfg.kv_bytes_per_token(),
+            Backend::Candle(m) => m.kv_bytes_per_token(),
+        }
+    }
+
+    /// Bounds the KV cache at `tokens` slots; with `allocate`, the candle backend takes them now
+    /// (the CPU kernels' caches grow per sequence, inside the same bound kept by the engine).
+    pub fn set_kv_capacity(&self, tokens: usize, allocate: bool) -> candle_core::Result<()> {
+        match &self.backend {
+            Backend::Cpu(_) => Ok(()),
+            Backend::Candle(m) => m.set_kv_capacity(tokens, allocate),
+        }
+    }
+
+    /// Whether the forward runs on candle.
+    pub fn is_candle(&self) -> bool {
+        matches!(self.backend, Backend::Candle(_))
     }
 
     /// A fresh, empty cache for one sequence.
