@@ -83,10 +83,31 @@ impl Limits {
 /// Live counters the progress display reads.
 #[derive(Debug, Default)]
 pub struct Live {
+    /// Requests handed to the connection pool, and those that ended (any outcome).
+    pub sent: AtomicU64,
     pub done: AtomicU64,
     pub failed: AtomicU64,
     /// The open loop had as many requests in flight as its default cap allows.
     pub cap_reached: std::sync::atomic::AtomicBool,
+    /// The point's recorders, so that a live view can read them (a lock once a second).
+    recorders: Mutex<Vec<Arc<Mutex<Recorder>>>>,
+}
+
+impl Live {
+    fn register(&self, rec: &Arc<Mutex<Recorder>>) {
+        self.recorders.lock().push(rec.clone());
+    }
+
+    /// The measurements so far, merged (`None` before the point has started).
+    pub fn snapshot(&self) -> Option<Recorder> {
+        let recorders = self.recorders.lock().clone();
+        let mut it = recorders.iter();
+        let mut merged = it.next()?.lock().clone();
+        for r in it {
+            merged.merge(&r.lock());
+        }
+        Some(merged)
+    }
 }
 
 /// What a point left behind.
@@ -126,6 +147,7 @@ impl Shared {
 
     /// Sends request `index` with its prebuilt body, or with `body`.
     pub(super) async fn send_with(&self, index: u64, body: Option<bytes::Bytes>) -> Option<Exchange> {
+        self.live.sent.fetch_add(1, Ordering::Relaxed);
         let ex = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => None,
@@ -231,6 +253,7 @@ async fn closed_loop(shared: Arc<Shared>, concurrency: u32) -> Recorder {
                 }
                 // The workers of one thread share its recorder: memory stays flat whatever the concurrency.
                 let rec = Arc::new(Mutex::new(Recorder::new(shared.t0)));
+                shared.live.register(&rec);
                 let tasks: Vec<_> =
                     (0..workers).map(|_| tokio::spawn(worker(shared.clone(), next.clone(), rec.clone()))).collect();
                 for t in tasks {
@@ -319,7 +342,10 @@ fn spawn_drain_watchdog(shared: &Arc<Shared>) -> CancellationToken {
 
 async fn open_loop(shared: Arc<Shared>, shape: Shape, gaps: Gaps, max_concurrency: Option<u32>) -> Recorder {
     const SHARDS: usize = 16;
-    let shards: Arc<Vec<Mutex<Recorder>>> = Arc::new((0..SHARDS).map(|_| Mutex::new(Recorder::new(shared.t0))).collect());
+    let shards: Arc<Vec<Arc<Mutex<Recorder>>>> = Arc::new((0..SHARDS).map(|_| Arc::new(Mutex::new(Recorder::new(shared.t0)))).collect());
+    for rec in shards.iter() {
+        shared.live.register(rec);
+    }
     let in_flight = Arc::new(AtomicUsize::new(0));
     let idle = Arc::new(Notify::new());
     // A shard holds its share of the run's cap on requests in flight.

@@ -14,6 +14,7 @@ mod discovery;
 mod driver;
 mod engine_metrics;
 mod http1;
+mod live;
 mod native;
 mod options;
 mod plan;
@@ -124,17 +125,41 @@ fn point_label(base: Option<&str>, point: &Point, sweep: bool) -> String {
     }
 }
 
+/// What a run shows while it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// Nothing.
+    Quiet,
+    /// A progress bar per point on stderr (when it is a terminal).
+    Bar,
+    /// The live view: rates, percentiles, errors, the client's lag and the server's queue.
+    Live,
+}
+
+impl Display {
+    /// The live view where stdout and stderr are terminals (unless `no_live`), else a bar;
+    /// nothing when `quiet`.
+    pub fn choose(quiet: bool, no_live: bool) -> Display {
+        match (quiet, no_live) {
+            (true, _) => Display::Quiet,
+            (false, false) if live::possible() => Display::Live,
+            _ => Display::Bar,
+        }
+    }
+}
+
 /// Runs every point of the plan in order. Stops early (with partial reports) when
 /// `cancel` fires. `progress` draws a bar per point on stderr when it is a terminal.
 pub async fn run(plan: &Plan, cancel: &CancellationToken, progress: bool) -> Result<Vec<RunReport>, LoadTestError> {
-    Ok(run_all(plan, cancel, progress).await?.0)
+    let display = if progress { Display::Bar } else { Display::Quiet };
+    Ok(run_all(plan, cancel, display).await?.0)
 }
 
-/// [`run`], with the summary of an automatic sweep.
+/// [`run`] with the display chosen, and the summary of an automatic sweep.
 pub async fn run_all(
     plan: &Plan,
     cancel: &CancellationToken,
-    progress: bool,
+    progress: Display,
 ) -> Result<(Vec<RunReport>, Option<SweepSummary>), LoadTestError> {
     let log = plan.open_log()?;
     let mut reports = Vec::new();
@@ -164,7 +189,7 @@ async fn auto_sweep(
     (k, stop_on_saturation, gaps, max_concurrency): (u32, bool, Gaps, Option<u32>),
     log: Option<Arc<RequestLog>>,
     cancel: &CancellationToken,
-    progress: bool,
+    progress: Display,
     reports: &mut Vec<RunReport>,
 ) -> Option<SweepSummary> {
     let sync = run_point(plan, &Point::Closed { concurrency: 1 }, true, log.clone(), cancel, progress).await;
@@ -205,11 +230,25 @@ async fn run_point(
     sweep: bool,
     log: Option<Arc<RequestLog>>,
     cancel: &CancellationToken,
-    progress: bool,
+    progress: Display,
 ) -> RunReport {
     let label = point_label(plan.label.as_deref(), point, sweep);
     let live = Arc::new(Live::default());
-    let bar = progress_bar(progress, &plan.limits, &label);
+    let scraper = server_metrics::Scraper::start(&plan.server_metrics);
+    let view = match progress {
+        Display::Live => live::LiveView::start(
+            live::Header {
+                label: label.clone(),
+                target: plan.target_desc.urls.join(", "),
+                open: matches!(point, Point::Open { .. }),
+                stream: plan.workload.stream,
+            },
+            live.clone(),
+            scraper.as_ref().map(|s| s.latest()),
+        ),
+        _ => None,
+    };
+    let bar = progress_bar(progress == Display::Bar || (progress == Display::Live && view.is_none()), &plan.limits, &label);
     let ticker = bar.clone().map(|bar| {
         let live = live.clone();
         tokio::spawn(async move {
@@ -222,7 +261,6 @@ async fn run_point(
             }
         })
     });
-    let scraper = server_metrics::Scraper::start(&plan.server_metrics);
     let point_cancel = cancel.child_token();
     let outcome = driver::drive(
         point.clone(),
@@ -239,6 +277,9 @@ async fn run_point(
     }
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if let Some(v) = view {
+        v.finish().await;
     }
     let mut workload = plan.workload.clone();
     match point {
@@ -333,7 +374,7 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
             _ => {}
         }
     }
-    let (reports, sweep) = run_all(&plan, &cancel, !quiet).await?;
+    let (reports, sweep) = run_all(&plan, &cancel, Display::choose(quiet, args.no_live)).await?;
     ctrl_c.abort();
     let file = match sweep {
         Some(summary) => RunReportFile::Sweep(RunSet { schema_version: RUN_SCHEMA_VERSION, runs: reports, sweep: Some(summary) }),

@@ -209,6 +209,9 @@ pub struct LoadTestArgs {
     /// Print the report JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// No live view while the load runs (it is drawn only when stdout and stderr are terminals).
+    #[arg(long)]
+    pub no_live: bool,
     /// Send one shard of the load, I/N (0 <= I < N): requests I, I+N, ... of the open-loop
     /// schedule, or concurrency/N of the closed loop's workers. N processes with the same
     /// flags send exactly what one would; merge their reports with `gpubench report merge`.

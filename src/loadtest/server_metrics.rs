@@ -111,7 +111,18 @@ pub struct Scraper {
     stop: CancellationToken,
     interval: Duration,
     tasks: Vec<JoinHandle<Collected>>,
+    latest: Latest,
 }
+
+/// The last reading of each replica, for the live view.
+#[derive(Debug, Clone, Default)]
+pub struct LatestReading {
+    pub running: Option<f64>,
+    pub waiting: Option<f64>,
+    pub kv_usage: Option<f64>,
+}
+
+pub type Latest = std::sync::Arc<parking_lot::Mutex<Vec<LatestReading>>>;
 
 impl Scraper {
     /// Starts one scraper per target: a scrape now, then one per interval.
@@ -123,12 +134,21 @@ impl Scraper {
         let timeout = interval.min(MAX_SCRAPE_TIMEOUT).max(Duration::from_millis(100));
         let client = client(timeout)?;
         let stop = CancellationToken::new();
+        let latest: Latest = std::sync::Arc::new(parking_lot::Mutex::new(
+            plan.targets.iter().map(|_| LatestReading::default()).collect(),
+        ));
         let tasks = plan
             .targets
             .iter()
-            .map(|t| tokio::spawn(scrape_loop(client.clone(), t.clone(), interval, stop.clone())))
+            .enumerate()
+            .map(|(i, t)| tokio::spawn(scrape_loop(client.clone(), t.clone(), interval, stop.clone(), (latest.clone(), i))))
             .collect();
-        Some(Scraper { stop, interval, tasks })
+        Some(Scraper { stop, interval, tasks, latest })
+    }
+
+    /// Each replica's last reading, as the scrapes go.
+    pub fn latest(&self) -> Latest {
+        self.latest.clone()
     }
 
     /// Stops the scrapers (each takes one last scrape) and builds the report's part.
@@ -144,7 +164,13 @@ impl Scraper {
     }
 }
 
-async fn scrape_loop(client: reqwest::Client, target: ScrapeTarget, interval: Duration, stop: CancellationToken) -> Collected {
+async fn scrape_loop(
+    client: reqwest::Client,
+    target: ScrapeTarget,
+    interval: Duration,
+    stop: CancellationToken,
+    (latest, slot): (Latest, usize),
+) -> Collected {
     let mut c = Collected {
         url: target.url.clone(),
         scrape_url: target.scrape_url.to_string(),
@@ -160,7 +186,13 @@ async fn scrape_loop(client: reqwest::Client, target: ScrapeTarget, interval: Du
         };
         let at = Instant::now();
         match fetch(&client, &target.scrape_url).await {
-            Ok(e) => c.readings.push((at, Reading::of(&e))),
+            Ok(e) => {
+                let reading = Reading::of(&e);
+                if let Some(l) = latest.lock().get_mut(slot) {
+                    (l.running, l.waiting, l.kv_usage) = (reading.running, reading.waiting, reading.kv_usage);
+                }
+                c.readings.push((at, reading));
+            }
             Err(_) => c.errors += 1,
         }
         if stopped {

@@ -286,7 +286,7 @@ fn rfc3339(t: std::time::SystemTime) -> String {
     dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-fn thousands(x: f64) -> String {
+pub(super) fn thousands(x: f64) -> String {
     let s = format!("{:.0}", x);
     let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
     let mut out = String::new();
@@ -299,7 +299,7 @@ fn thousands(x: f64) -> String {
     format!("{sign}{out}")
 }
 
-fn rate(x: f64) -> String {
+pub(super) fn rate(x: f64) -> String {
     if x >= 100.0 {
         thousands(x)
     } else {
