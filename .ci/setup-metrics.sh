@@ -5,13 +5,12 @@ set -euo pipefail
 if command -v prometheus >/dev/null 2>&1; then
     exit 0
 fi
+source "$(dirname "$0")/lib.sh"
+apt_install prometheus
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
     SUDO="sudo"
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 # The package may start a system service; the tests start their own on a free port.
 if command -v service >/dev/null 2>&1; then
     $SUDO service prometheus stop >/dev/null 2>&1 || true

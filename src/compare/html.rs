@@ -7,13 +7,11 @@ use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use crate::report::{Comparison, EnvironmentStamp, PhaseSummary};
-use crate::util::human_ms;
 
 use super::charts::Drawn;
 use super::inputs::PhaseData;
 use super::markdown::{load, value, winner_cell};
-use super::table::{format_count, group_thousands};
-use super::verdict::money;
+use super::table::format_count;
 use super::{device, CompareError};
 
 const STYLE: &str = include_str!("html/style.css");
@@ -160,34 +158,9 @@ fn summary(h: &mut String, c: &Comparison) {
 }
 
 fn cost_model(h: &mut String, c: &Comparison) {
-    let m = &c.cost_model;
-    let dev = device::noun(c);
     h.push_str("<h2>Cost model</h2>\n<ul>\n");
-    let _ = writeln!(
-        h,
-        "<li>Target: {} req/min{}</li>",
-        format_count(m.target_rpm),
-        if m.target_rpm_is_default { " (the best measured phase's rate; set it with --target-rpm)" } else { "" }
-    );
-    if m.slo_ms.is_empty() {
-        h.push_str("<li>SLO: none (every load-test point counts; set one with --slo e2e=2s)</li>\n");
-    } else {
-        let parts: Vec<String> = m.slo_ms.iter().map(|(k, v)| format!("{k} p95 ≤ {}", human_ms(*v))).collect();
-        let _ = writeln!(h, "<li>SLO: {}</li>", escape(&parts.join(", ")));
-    }
-    let _ = writeln!(
-        h,
-        "<li>{} hour: ${:.2}; licence per {dev} and year: {}; {} hours a year</li>",
-        super::device::capitalized(dev),
-        m.gpu_hour_cost,
-        money(m.license_per_gpu_year),
-        group_thousands(&format!("{:.0}", m.hours_per_year))
-    );
-    let _ = writeln!(h, "<li>{}s needed = ceil(target / (req/min at the operating point / {dev}s used))</li>", super::device::capitalized(dev));
-    let _ = writeln!(h, "<li>Yearly cost = {dev}s needed × ({dev} hour × hours a year + licence)</li>");
-    let _ = writeln!(h, "<li>Cost per 1M output tokens = {dev}s used × hourly cost / (output tokens/s × 3600 / 1,000,000)</li>");
-    if dev == "CPU" {
-        let _ = writeln!(h, "<li>The phases ran on the CPU: one CPU is the whole host CPU a phase ran on, priced at the {dev} hour</li>");
+    for line in super::markdown::cost_lines(c) {
+        let _ = writeln!(h, "<li>{}</li>", escape(&line));
     }
     h.push_str("</ul>\n");
 }

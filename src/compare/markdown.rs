@@ -143,36 +143,42 @@ pub fn document(c: &Comparison) -> String {
 }
 
 fn cost_section(md: &mut String, c: &Comparison) {
+    let _ = writeln!(md, "## Cost model\n");
+    for line in cost_lines(c) {
+        let _ = writeln!(md, "- {line}");
+    }
+    md.push('\n');
+}
+
+/// The cost model in sentences, one per list item (plain text: each format escapes its own).
+pub(super) fn cost_lines(c: &Comparison) -> Vec<String> {
     let m = &c.cost_model;
     let dev = super::device::noun(c);
-    let _ = writeln!(md, "## Cost model\n");
-    let _ = writeln!(
-        md,
-        "- Target: {} req/min{}",
+    let mut lines = vec![format!(
+        "Target: {} req/min{}",
         format_count(m.target_rpm),
         if m.target_rpm_is_default { " (the best measured phase's rate; set it with --target-rpm)" } else { "" }
-    );
+    )];
     if m.slo_ms.is_empty() {
-        let _ = writeln!(md, "- SLO: none (every load-test point counts; set one with --slo e2e=2s)");
+        lines.push("SLO: none (every load-test point counts; set one with --slo e2e=2s)".into());
     } else {
         let parts: Vec<String> = m.slo_ms.iter().map(|(k, v)| format!("{k} p95 ≤ {}", human_ms(*v))).collect();
-        let _ = writeln!(md, "- SLO: {}", parts.join(", "));
+        lines.push(format!("SLO: {}", parts.join(", ")));
     }
-    let _ = writeln!(
-        md,
-        "- {} hour: ${:.2}; licence per {dev} and year: {}; {} hours a year",
-        super::device::capitalized(dev),
+    let device = super::device::capitalized(dev);
+    lines.push(format!(
+        "{device} hour: ${:.2}; licence per {dev} and year: {}; {} hours a year",
         m.gpu_hour_cost,
         money(m.license_per_gpu_year),
         group_thousands(&format!("{:.0}", m.hours_per_year))
-    );
-    let _ = writeln!(md, "- {}s needed = ceil(target / (req/min at the operating point / {dev}s used))", super::device::capitalized(dev));
-    let _ = writeln!(md, "- Yearly cost = {dev}s needed × ({dev} hour × hours a year + licence)");
-    let _ = writeln!(md, "- Cost per 1M output tokens = {dev}s used × hourly cost / (output tokens/s × 3600 / 1,000,000)");
+    ));
+    lines.push(format!("{device}s needed = ceil(target / (req/min at the operating point / {dev}s used))"));
+    lines.push(format!("Yearly cost = {dev}s needed × ({dev} hour × hours a year + licence)"));
+    lines.push(format!("Cost per 1M output tokens = {dev}s used × hourly cost / (output tokens/s × 3600 / 1,000,000)"));
     if dev == "CPU" {
-        let _ = writeln!(md, "- The phases ran on the CPU: one CPU is the whole host CPU a phase ran on, priced at the {dev} hour");
+        lines.push(format!("The phases ran on the CPU: one CPU is the whole host CPU a phase ran on, priced at the {dev} hour"));
     }
-    md.push('\n');
+    lines
 }
 
 fn sweep_table(md: &mut String, p: &PhaseSummary) {
