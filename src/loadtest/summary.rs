@@ -118,10 +118,8 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
             "shard {} of {}: this report is its part of the schedule; merge the shards with gpubench report merge",
             info.index, info.count
         ));
-        let wall = |at: Option<std::time::Instant>| {
-            at.map(|at| super::shard::unix_ms(outcome.wall_t0 + at.saturating_duration_since(outcome.t0)))
-        };
-        info.window_start_unix_ms = wall(r.first_start);
+        info.window_start_unix_ms =
+            r.first_start.map(|at| super::shard::unix_ms(outcome.wall_t0 + at.saturating_duration_since(outcome.t0)));
         info.series_start_unix_ms = r.first_start.map(|first| {
             let whole = Duration::from_secs(first.saturating_duration_since(outcome.t0).as_secs());
             super::shard::unix_ms(outcome.wall_t0 + whole)
