@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod models;
 pub mod report;
 pub mod selftest;
+pub mod support;
 pub mod serve;
 pub mod util;
 

@@ -82,7 +82,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub concurrency: Vec<u32>,
     /// Measurement time of each point (default 15s; --quick 5s).
-    #[arg(long, value_parser = crate::util::parse_duration)]
+    #[arg(long, value_parser = crate::support::cli::parse_duration)]
     pub point_duration: Option<Duration>,
     /// Tokens generated per request (default 32; --quick 16).
     #[arg(long)]
@@ -145,7 +145,7 @@ impl BenchArgs {
         }
         if self.point_duration.is_none() {
             if let Some(d) = cfg.point_duration {
-                self.point_duration = Some(crate::util::parse_duration(&d).map_err(|e| bad("point_duration", e))?);
+                self.point_duration = Some(crate::support::cli::parse_duration(&d).map_err(|e| bad("point_duration", e))?);
             }
         }
         if self.max_tokens.is_none() {
@@ -213,6 +213,8 @@ pub enum BenchError {
     LoadTest(#[from] loadtest::LoadTestError),
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
+    #[error(transparent)]
+    Process(#[from] crate::support::process::ProcessError),
 }
 
 impl crate::Failure for BenchError {
@@ -274,7 +276,7 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            crate::util::stop_signal().await;
+            crate::support::cli::stop_signal().await;
             eprintln!("interrupted: stopping the servers");
             cancel.cancel();
         });

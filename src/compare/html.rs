@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use crate::report::{Comparison, EnvironmentStamp, PhaseSummary};
-use crate::util::human_ms;
+use crate::support::fmt::human_ms;
 
 use super::charts::Drawn;
 use super::inputs::PhaseData;
 use super::markdown::{load, value, winner_cell};
-use super::table::{format_count, group_thousands};
+use crate::support::fmt::{format_count, group_thousands};
 use super::verdict::money;
 use super::{device, CompareError};
 
@@ -49,7 +49,7 @@ pub struct Page<'a> {
 /// Renders and writes `comparison.html` into the output folder.
 pub fn write(page: &Page<'_>) -> Result<PathBuf, CompareError> {
     let path = page.out_dir.join(FILE_NAME);
-    crate::report::write_atomically(&path, document(page).as_bytes()).map_err(|error| CompareError::Write { path: path.clone(), error })?;
+    crate::support::fs::write_atomically(&path, document(page).as_bytes()).map_err(|error| CompareError::Write { path: path.clone(), error })?;
     Ok(path)
 }
 

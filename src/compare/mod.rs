@@ -110,7 +110,7 @@ pub fn compare(request: &CompareRequest) -> Result<CompareOutcome, CompareError>
             if let Some(exporter) = exporter_for(*format) {
                 let path = dir.join(exporter.file_name());
                 let bytes = exporter.render(&comparison)?;
-                crate::report::write_atomically(&path, &bytes).map_err(|error| CompareError::Write { path: path.clone(), error })?;
+                crate::support::fs::write_atomically(&path, &bytes).map_err(|error| CompareError::Write { path: path.clone(), error })?;
                 written.push(path);
             }
         }

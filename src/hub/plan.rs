@@ -224,7 +224,7 @@ fn already_there(target: &Target, commit: &str, entry: &Entry) -> Result<Option<
             }
             // No sidecar (copied in by hand?): adopt the file if its sha256 is the LFS etag.
             if let Some(etag) = entry.etag.as_deref().filter(|e| e.len() == 64) {
-                if transfer::sha256_file(&file).ok().as_deref() == Some(etag) {
+                if crate::support::fs::sha256_file(&file).ok().as_deref() == Some(etag) {
                     l.write(&entry.path, commit, etag)?;
                     return Ok(Some(file));
                 }

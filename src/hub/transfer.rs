@@ -177,7 +177,7 @@ fn publish(job: &Job<'_>, outcome: Outcome) -> Result<Outcome, HubError> {
 
 /// Refuses to start writing `need` more bytes into `dir` when its filesystem has less free.
 pub(super) fn check_space(dir: &Path, need: u64, name: &str) -> Result<(), HubError> {
-    let Some(free) = crate::util::free_bytes(dir) else { return Ok(()) };
+    let Some(free) = crate::support::fs::free_bytes(dir) else { return Ok(()) };
     if need <= free {
         return Ok(());
     }
@@ -506,8 +506,8 @@ impl Check {
     }
     pub(super) fn finish(self) -> Option<(&'static str, String)> {
         match self {
-            Check::Sha256(h) => Some(("sha256", hex(&h.finalize()))),
-            Check::GitSha1(h, _) => Some(("git sha1", hex(&h.finalize()))),
+            Check::Sha256(h) => Some(("sha256", hex::encode(h.finalize()))),
+            Check::GitSha1(h, _) => Some(("git sha1", hex::encode(h.finalize()))),
             Check::None => None,
         }
     }
@@ -517,24 +517,6 @@ fn git_blob_header(size: u64) -> Sha1 {
     let mut h = Sha1::new();
     h.update(format!("blob {size}\0").as_bytes());
     h
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 of a whole file (to adopt a file already in a `--local-dir` without a sidecar).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex(&hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
 }
 
 #[cfg(test)]
@@ -571,7 +553,7 @@ mod tests {
     fn a_download_that_cannot_fit_is_refused_naming_need_and_free() {
         let dir = tempfile::tempdir().unwrap();
         assert!(check_space(dir.path(), 0, "f").is_ok());
-        if crate::util::free_bytes(dir.path()).is_some() {
+        if crate::support::fs::free_bytes(dir.path()).is_some() {
             let e = check_space(dir.path(), u64::MAX, "big.bin").unwrap_err();
             let text = e.to_string();
             assert!(matches!(e, HubError::NoSpace { .. }), "{text}");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::device::{self, Sampler, SystemClock};
-use crate::util::parse_duration;
+use crate::support::cli::parse_duration;
 use crate::ExitStatus;
 
 pub(crate) use output::print_stdout;

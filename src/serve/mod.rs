@@ -123,7 +123,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub stream_stall_timeout: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish before they are cut.
-    #[arg(long, default_value = "10s", value_parser = crate::util::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::support::cli::parse_duration)]
     pub shutdown_grace: Duration,
 }
 
@@ -142,7 +142,7 @@ impl ServeArgs {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match crate::util::parse_duration(s)? {
+    match crate::support::cli::parse_duration(s)? {
         d if d.is_zero() => Err(format!("`{s}`: a timeout must be above 0; write e.g. 10s")),
         d => Ok(d),
     }

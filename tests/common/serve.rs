@@ -67,8 +67,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        gpubench::support::process::stop_child(&mut self.child, Duration::ZERO);
     }
 }
 
