@@ -15,7 +15,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::compare::{self, CompareRequest, PhaseInput};
 use crate::loadtest::{self, LoadTestArgs};
+use crate::support::cli::print_out;
 use crate::report::RunReportFile;
 use crate::ExitStatus;
 use servers::{wait_listening, wait_ready, ChildProcess};
@@ -444,38 +446,29 @@ async fn sweep(
 }
 
 fn compare(measured: &[Measured], args: &BenchArgs, settings: &Settings, quiet: bool) -> Result<(), BenchError> {
-    let mut compare_args: Vec<String> = vec!["compare".into()];
-    for m in measured {
-        let mut spec = format!("{}={}", m.name, m.report.display());
-        if let Some(csv) = &m.metrics {
-            spec.push_str(&format!(",metrics={}", csv.display()));
+    let phases = measured
+        .iter()
+        .map(|m| PhaseInput {
+            label: m.name.clone(),
+            metrics: m.metrics.clone(),
+            pods_per_gpu: m.servers_per_device,
+            ..PhaseInput::from_file(&m.report)
+        })
+        .collect();
+    let mut request = CompareRequest::new(phases, Some(settings.out_dir.clone()));
+    request.gpu_hour_cost = match args.gpu_hour_cost {
+        Some(cost) if !(cost.is_finite() && cost >= 0.0) => {
+            return Err(BenchError::Usage(format!("--gpu-hour-cost must be a number >= 0, not {cost}")))
         }
-        spec.push_str(&format!(",pods-per-gpu={}", m.servers_per_device));
-        compare_args.push("--phase".into());
-        compare_args.push(spec);
-    }
-    compare_args.extend([
-        "--gpu-hour-cost".into(),
-        args.gpu_hour_cost.unwrap_or(2.0).to_string(),
-        "--out-dir".into(),
-        settings.out_dir.display().to_string(),
-    ]);
+        cost => cost.unwrap_or(compare::DEFAULT_GPU_HOUR_COST),
+    };
     say(quiet, "comparing the phases");
-    let output = std::process::Command::new(&settings.exe)
-        .args(&compare_args)
-        .output()
-        .map_err(|e| BenchError::Failed(format!("cannot run gpubench compare: {e}")))?;
-    if !quiet {
-        eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    }
-    print!("{}", String::from_utf8_lossy(&output.stdout));
-    if !output.status.success() {
-        return Err(BenchError::Failed(format!(
-            "gpubench compare failed ({}); the runs are in {}",
-            output.status,
-            settings.out_dir.display()
-        )));
-    }
+    let failed = |e: compare::CompareError| {
+        BenchError::Failed(format!("gpubench compare failed ({e}); the runs are in {}", settings.out_dir.display()))
+    };
+    compare::validate_phases(&request.phases).map_err(failed)?;
+    let outcome = compare::compare(&request).map_err(failed)?;
+    print_out(&compare::render_outcome(&outcome, &request, false, false));
     Ok(())
 }
 
