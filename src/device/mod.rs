@@ -8,6 +8,7 @@
 
 pub(crate) mod clock;
 mod cpu;
+mod environment;
 pub mod exposition;
 mod gpu;
 mod nvml;

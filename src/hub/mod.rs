@@ -8,6 +8,7 @@ mod lock;
 pub mod names;
 mod plan;
 mod progress;
+mod job;
 mod ranges;
 pub mod settings;
 pub mod transfer;

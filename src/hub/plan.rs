@@ -13,7 +13,8 @@ use super::lock;
 use super::names::{check_etag, check_repo_id, check_repo_path, is_commit_hash, Selection};
 use super::progress::Progress;
 use super::settings::{self, Env};
-use super::transfer::{self, Job};
+use super::job::Job;
+use super::transfer;
 use super::DownloadArgs;
 
 /// What happened to one file.
