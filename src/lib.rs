@@ -13,7 +13,7 @@ pub mod hub;
 pub mod loadtest;
 pub mod merge;
 pub mod metrics;
-pub mod models;
+pub mod default_model;
 pub mod report;
 pub mod selftest;
 pub mod support;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::serve::{rt, Server};
 use serde_json::{json, Value};
 
-fn ureq_get(url: &str) -> Result<(u16, String), reqwest::Error> {
+fn http_get(url: &str) -> Result<(u16, String), reqwest::Error> {
     rt().block_on(async {
         let r = reqwest::get(url).await?;
         let s = r.status().as_u16();
@@ -95,12 +95,12 @@ fn api_shapes_and_bad_input() {
     assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
 
     // Models, health, ready, metrics.
-    let (s, body) = ureq_get(&srv.url("/v1/models")).unwrap();
+    let (s, body) = http_get(&srv.url("/v1/models")).unwrap();
     assert_eq!(s, 200);
     let models: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(models["data"][0]["id"], model.as_str());
-    assert_eq!(ureq_get(&srv.url("/health")).unwrap().0, 200);
-    let (s, metrics) = ureq_get(&srv.url("/metrics")).unwrap();
+    assert_eq!(http_get(&srv.url("/health")).unwrap().0, 200);
+    let (s, metrics) = http_get(&srv.url("/metrics")).unwrap();
     assert_eq!(s, 200);
     assert!(metrics.contains("gpubench_serve_requests_total{route=\"/generate\",status=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("gpubench_serve_time_to_first_token_seconds_count"));
@@ -156,7 +156,7 @@ fn api_shapes_and_bad_input() {
     let generated = |m: &str| -> u64 {
         m.lines().find_map(|l| l.strip_prefix("gpubench_serve_generated_tokens_total ")).unwrap().parse().unwrap()
     };
-    let before = generated(&ureq_get(&srv.url("/metrics")).unwrap().1);
+    let before = generated(&http_get(&srv.url("/metrics")).unwrap().1);
     rt().block_on(async {
         let r = reqwest::Client::new()
             .post(srv.url("/v1/completions"))
@@ -171,7 +171,7 @@ fn api_shapes_and_bad_input() {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, m) = ureq_get(&srv.url("/metrics")).unwrap();
+        let (_, m) = http_get(&srv.url("/metrics")).unwrap();
         if m.contains("gpubench_serve_running_sequences 0") {
             let spent = generated(&m) - before;
             assert!(spent < 30, "the cancelled request ran on ({spent} of its 60 tokens generated)");

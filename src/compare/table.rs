@@ -139,7 +139,7 @@ fn summarize(phase: &PhaseData, request: &CompareRequest, notes: &mut Vec<String
         latency_p95_ms: e2e.p95,
         latency_p99_ms: e2e.p99,
         ttft_p95_ms: run.latency_ms.ttft.as_ref().map(|l| l.p95),
-        util_kind: phase.util.as_ref().map(|u| u.kind.clone()),
+        util_kind: phase.util.as_ref().map(|u| u.kind.as_str().to_string()),
         util_mean_pct: phase.util.as_ref().map(|u| round(u.mean, 2)),
         util_p95_pct: phase.util.as_ref().map(|u| round(u.p95, 2)),
         sm_activity_mean_pct: phase.util.as_ref().and_then(|u| u.sm_activity_mean).map(|a| round(a, 2)),

@@ -40,6 +40,32 @@ pub enum SampleError {
     Exhausted,
 }
 
+/// What a metric series measured: GPUs, or the host's CPUs (the `cpu` source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeviceKind {
+    Gpu,
+    Cpu,
+}
+
+impl DeviceKind {
+    /// The kind of a sample's `source`: `cpu` is the host's CPUs, every other source GPUs.
+    pub fn of_source(source: &str) -> Self {
+        if source == CpuSampler::SOURCE {
+            DeviceKind::Cpu
+        } else {
+            DeviceKind::Gpu
+        }
+    }
+
+    /// `gpu` or `cpu`, as the reports write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Cpu => "cpu",
+        }
+    }
+}
+
 /// One sampling backend. `sample` is called once per tick of the sampling loop and
 /// returns one row per device (and per process or pod where the source knows them).
 pub trait Sampler: Send {

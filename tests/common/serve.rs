@@ -16,7 +16,7 @@ impl Server {
     /// Starts the server on the default model with `env` set and returns once it prints its
     /// address (the model may still be loading).
     pub fn spawn(env: &[(&str, &str)], extra: &[&str]) -> Server {
-        gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+        gpubench::default_model::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
         let mut child = Command::new(assert_cmd::cargo::cargo_bin!("gpubench"))
             .args(["serve", "--port", "0", "--threads", "2"])
             .args(extra)
