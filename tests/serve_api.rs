@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::serve::{rt, Server};
+use common::serve::{post, post_stream, rt, Server};
 use serde_json::{json, Value};
 
 fn http_get(url: &str) -> Result<(u16, String), reqwest::Error> {
@@ -15,24 +15,6 @@ fn http_get(url: &str) -> Result<(u16, String), reqwest::Error> {
         let r = reqwest::get(url).await?;
         let s = r.status().as_u16();
         Ok((s, r.text().await?))
-    })
-}
-
-fn post(url: &str, body: &Value) -> (u16, Value) {
-    rt().block_on(async {
-        let r = reqwest::Client::new().post(url).json(body).timeout(Duration::from_secs(120)).send().await.unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    })
-}
-
-/// The `data:` payloads of an SSE response.
-fn post_stream(url: &str, body: &Value) -> (u16, Vec<String>) {
-    rt().block_on(async {
-        let r = reqwest::Client::new().post(url).json(body).timeout(Duration::from_secs(120)).send().await.unwrap();
-        let s = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (s, text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect())
     })
 }
 

@@ -88,3 +88,22 @@ pub fn get(url: &str) -> (u16, Value) {
         }
     })
 }
+
+/// POST `body` as JSON: status and the JSON answer (null where it is not JSON).
+pub fn post(url: &str, body: &Value) -> (u16, Value) {
+    rt().block_on(async {
+        let r = reqwest::Client::new().post(url).json(body).timeout(Duration::from_secs(120)).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// POST `body` as JSON: status and the `data:` payloads of the SSE answer.
+pub fn post_stream(url: &str, body: &Value) -> (u16, Vec<String>) {
+    rt().block_on(async {
+        let r = reqwest::Client::new().post(url).json(body).timeout(Duration::from_secs(120)).send().await.unwrap();
+        let s = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (s, text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect())
+    })
+}

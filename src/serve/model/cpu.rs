@@ -10,6 +10,8 @@ use candle_core::{Device, Tensor};
 use gpubench_cpu::quant::{quantize_q8_0, BlockQ4_1, BlockQ8_0, Linear, Weights, QK};
 pub use gpubench_cpu::{set_threads, CpuLayer, CpuLlama, KvCache, LlamaConfig, Span};
 
+use super::names::Naming;
+
 /// Whether the CPU kernels serve CPU models (`GPUBENCH_CPU_BACKEND=candle` selects candle's
 /// generic CPU path instead, for comparisons).
 pub fn enabled() -> bool {
@@ -159,23 +161,20 @@ pub fn from_gguf(cfg: LlamaConfig, read: &mut dyn FnMut(&str) -> BuildResult<QTe
     let vector = |qt: QTensor, name: &str| -> BuildResult<Vec<f32>> {
         qt.dequantize(&Device::Cpu).and_then(|t| t.flatten_all()?.to_vec1::<f32>()).map_err(|e| format!("{name}: {e}"))
     };
-    let embed = linear_from_qtensor(&read("token_embd.weight")?, "token_embd.weight")?;
+    let names = Naming::Gguf;
+    let embed = linear_from_qtensor(&read(names.embed())?, names.embed())?;
     let mut parts = Vec::with_capacity(cfg.layers);
     for i in 0..cfg.layers {
-        let mut lin = |n: &str| -> BuildResult<Linear> {
-            let name = format!("blk.{i}.{n}.weight");
-            linear_from_qtensor(&read(&name)?, &name)
-        };
-        let (q, k, v, o) = (lin("attn_q")?, lin("attn_k")?, lin("attn_v")?, lin("attn_output")?);
-        let (gate, up, down) = (lin("ffn_gate")?, lin("ffn_up")?, lin("ffn_down")?);
-        let an = format!("blk.{i}.attn_norm.weight");
-        let fnm = format!("blk.{i}.ffn_norm.weight");
-        let attn_norm = vector(read(&an)?, &an)?;
-        let ffn_norm = vector(read(&fnm)?, &fnm)?;
+        let n = names.layer(i);
+        let mut lin = |name: &str| -> BuildResult<Linear> { linear_from_qtensor(&read(name)?, name) };
+        let (q, k, v, o) = (lin(&n.q)?, lin(&n.k)?, lin(&n.v)?, lin(&n.o)?);
+        let (gate, up, down) = (lin(&n.gate)?, lin(&n.up)?, lin(&n.down)?);
+        let attn_norm = vector(read(&n.attn_norm)?, &n.attn_norm)?;
+        let ffn_norm = vector(read(&n.ffn_norm)?, &n.ffn_norm)?;
         parts.push(LayerParts { attn_norm, q, k, v, o, ffn_norm, gate, up, down });
     }
-    let norm = vector(read("output_norm.weight")?, "output_norm.weight")?;
-    let lm_head = if has_output { Some(linear_from_qtensor(&read("output.weight")?, "output.weight")?) } else { None };
+    let norm = vector(read(names.norm())?, names.norm())?;
+    let lm_head = if has_output { Some(linear_from_qtensor(&read(names.lm_head())?, names.lm_head())?) } else { None };
     assemble(cfg, embed, parts, norm, lm_head)
 }
 
@@ -185,24 +184,25 @@ pub fn from_hf(cfg: LlamaConfig, get: &dyn Fn(&str) -> BuildResult<Tensor>, tied
     let vector = |name: &str| -> BuildResult<Vec<f32>> {
         get(name)?.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()).map_err(|e| format!("{name}: {e}"))
     };
-    let embed = lin("model.embed_tokens.weight")?;
+    let names = Naming::HuggingFace;
+    let embed = lin(names.embed())?;
     let mut parts = Vec::with_capacity(cfg.layers);
     for i in 0..cfg.layers {
-        let p = format!("model.layers.{i}");
+        let n = names.layer(i);
         parts.push(LayerParts {
-            attn_norm: vector(&format!("{p}.input_layernorm.weight"))?,
-            q: lin(&format!("{p}.self_attn.q_proj.weight"))?,
-            k: lin(&format!("{p}.self_attn.k_proj.weight"))?,
-            v: lin(&format!("{p}.self_attn.v_proj.weight"))?,
-            o: lin(&format!("{p}.self_attn.o_proj.weight"))?,
-            ffn_norm: vector(&format!("{p}.post_attention_layernorm.weight"))?,
-            gate: lin(&format!("{p}.mlp.gate_proj.weight"))?,
-            up: lin(&format!("{p}.mlp.up_proj.weight"))?,
-            down: lin(&format!("{p}.mlp.down_proj.weight"))?,
+            attn_norm: vector(&n.attn_norm)?,
+            q: lin(&n.q)?,
+            k: lin(&n.k)?,
+            v: lin(&n.v)?,
+            o: lin(&n.o)?,
+            ffn_norm: vector(&n.ffn_norm)?,
+            gate: lin(&n.gate)?,
+            up: lin(&n.up)?,
+            down: lin(&n.down)?,
         });
     }
-    let norm = vector("model.norm.weight")?;
-    let lm_head = if tied { None } else { Some(lin("lm_head.weight")?) };
+    let norm = vector(names.norm())?;
+    let lm_head = if tied { None } else { Some(lin(names.lm_head())?) };
     assemble(cfg, embed, parts, norm, lm_head)
 }
 
