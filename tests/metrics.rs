@@ -13,7 +13,7 @@ temperature_c,sm_clock_mhz,sm_activity_pct,sm_occupancy_pct,tensor_activity_pct,
 process_sm_util_pct,throttle_reasons";
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 fn gpubench() -> Command {

@@ -20,7 +20,7 @@ use gpubench::report::MetricSample;
 use gpubench::support::process::{free_port, stop_child};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics").join(name)
 }
 
 fn prometheus_binary() -> Option<PathBuf> {

@@ -54,7 +54,7 @@ fn gpubench() -> Command {
 fn compare_json_into_a_closed_pipe_exits_without_a_panic() {
     let out = tempfile::tempdir().unwrap();
     let mut cmd = gpubench();
-    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compare"))
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/compare"))
         .args(["compare", "--phase", "bare-metal=bare-metal.json,metrics=bare-metal-gpu.csv"])
         .args(["--phase", "sharing=sharing.json,metrics=sharing-gpu.csv,pods-per-gpu=3", "--json", "--out-dir"])
         .arg(out.path());

@@ -16,7 +16,7 @@ fn model() -> &'static LoadedModel {
 }
 
 fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/smollm2-llamacpp-reference.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/smollm2-llamacpp-reference.json")).unwrap()
 }
 
 #[test]

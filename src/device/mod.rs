@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn inventory_of_a_recording_lists_its_gpus() {
-        let gpus = super::RecordedGpus::from_fixture_text(include_str!("../../tests/fixtures/gpu/h100-recording.json"))
+        let gpus = super::RecordedGpus::from_fixture_text(include_str!("../../fixtures/gpu/h100-recording.json"))
             .expect("fixture parses");
         let inv = super::inventory_of(&gpus);
         assert_eq!(inv.len(), 1);
