@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     }
     let path = match flag("--model") {
         Some(p) => p.into(),
-        None => gpubench::models::ensure_default_model(true)?,
+        None => gpubench::default_model::ensure_default_model(true)?,
     };
     let t0 = Instant::now();
     let m = load_model(&ModelSource::Gguf(path), &candle_core::Device::Cpu)?;

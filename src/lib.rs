@@ -13,10 +13,10 @@ pub mod hub;
 pub mod loadtest;
 pub mod merge;
 pub mod metrics;
-pub mod models;
+pub mod default_model;
 pub mod report;
 pub mod selftest;
+pub mod support;
 pub mod serve;
-pub mod util;
 
 pub use exit::{ExitStatus, Failure};

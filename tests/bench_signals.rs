@@ -32,7 +32,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn sigterm_stops_the_servers_the_bench_started() {
-    gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+    gpubench::default_model::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench");
     let mut bench = Command::new(assert_cmd::cargo::cargo_bin!("gpubench"))

@@ -1,5 +1,5 @@
 //! `gpubench compare` end to end: the real binary on the fixture reports in
-//! `tests/fixtures/compare/` (see its generate.py).
+//! `fixtures/compare/` (see its generate.py).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use gpubench::compare::{compare, CompareRequest, PhaseInput};
 use gpubench::report::{Comparison, RunReportFile};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compare")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/compare")
 }
 
 /// The three fixture phases, as a user would name them.

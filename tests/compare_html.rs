@@ -15,7 +15,7 @@ use gpubench::report::Comparison;
 const ODD_LABEL: &str = "k8s<b>&\"q\"";
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compare")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/compare")
 }
 
 /// The browser: `GPUBENCH_CHROMIUM`, else the first of the usual names on the PATH.

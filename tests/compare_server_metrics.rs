@@ -8,7 +8,7 @@ use gpubench::report::Comparison;
 use serde_json::{json, Value};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compare")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/compare")
 }
 
 /// Server metrics of one replica whose KV use climbs to `peak` and whose queue reaches `waiting`.

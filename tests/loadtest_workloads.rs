@@ -274,7 +274,7 @@ fn bad_workload_input_names_the_file_line_and_field() {
 
 #[test]
 fn tokenizer_prompts_have_exactly_the_tokens_asked() {
-    let model = gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+    let model = gpubench::default_model::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
     let mut file = std::fs::File::open(&model).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
     let tk = gpubench::serve::tokenizer::TextTokenizer::from_gguf(&content).unwrap();

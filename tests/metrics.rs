@@ -13,7 +13,7 @@ temperature_c,sm_clock_mhz,sm_activity_pct,sm_occupancy_pct,tensor_activity_pct,
 process_sm_util_pct,throttle_reasons";
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 fn gpubench() -> Command {
@@ -88,7 +88,7 @@ fn a_recorded_nvml_series_replays_with_its_summary() {
     assert_eq!((s.source.as_str(), s.device_id.as_str(), s.samples), ("replay", "0", 12));
     assert_eq!(s.util_mean_pct, Some(58.25));
     assert_eq!(s.util_p50_pct, Some(62.0));
-    assert_eq!(s.util_p95_pct, Some(100.0));
+    assert_eq!(s.util_p95_binned_pct, Some(100.0));
     assert_eq!(s.idle_fraction, Some(0.333));
     assert_eq!(s.mem_peak_mib, Some(17920.0));
     assert_eq!(s.interval_s, 1.0, "read from the recording's timestamps");

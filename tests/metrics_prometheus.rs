@@ -10,7 +10,6 @@
 //! Skipped (with a message) where the `prometheus` binary is missing; CI installs it.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
@@ -18,18 +17,15 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use axum::routing::get;
 use gpubench::report::MetricSample;
+use gpubench::support::process::{free_port, stop_child};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics").join(name)
 }
 
 fn prometheus_binary() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join("prometheus")).find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The Prometheus we started: stopped by its pid (TERM, then KILL) when dropped.
@@ -41,21 +37,12 @@ struct Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = StdCommand::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child, Duration::from_secs(10));
     }
 }
 
 fn start_prometheus(bin: &Path, dir: &Path, exporter: &str) -> Prometheus {
-    let port = free_port();
+    let port = free_port().expect("a free loopback port");
     let config = format!(
         r#"global:
   scrape_interval: 1s

@@ -7,32 +7,14 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::serve::{rt, Server};
+use common::serve::{post, post_stream, rt, Server};
 use serde_json::{json, Value};
 
-fn ureq_get(url: &str) -> Result<(u16, String), reqwest::Error> {
+fn http_get(url: &str) -> Result<(u16, String), reqwest::Error> {
     rt().block_on(async {
         let r = reqwest::get(url).await?;
         let s = r.status().as_u16();
         Ok((s, r.text().await?))
-    })
-}
-
-fn post(url: &str, body: &Value) -> (u16, Value) {
-    rt().block_on(async {
-        let r = reqwest::Client::new().post(url).json(body).timeout(Duration::from_secs(120)).send().await.unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    })
-}
-
-/// The `data:` payloads of an SSE response.
-fn post_stream(url: &str, body: &Value) -> (u16, Vec<String>) {
-    rt().block_on(async {
-        let r = reqwest::Client::new().post(url).json(body).timeout(Duration::from_secs(120)).send().await.unwrap();
-        let s = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (s, text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect())
     })
 }
 
@@ -95,12 +77,12 @@ fn api_shapes_and_bad_input() {
     assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
 
     // Models, health, ready, metrics.
-    let (s, body) = ureq_get(&srv.url("/v1/models")).unwrap();
+    let (s, body) = http_get(&srv.url("/v1/models")).unwrap();
     assert_eq!(s, 200);
     let models: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(models["data"][0]["id"], model.as_str());
-    assert_eq!(ureq_get(&srv.url("/health")).unwrap().0, 200);
-    let (s, metrics) = ureq_get(&srv.url("/metrics")).unwrap();
+    assert_eq!(http_get(&srv.url("/health")).unwrap().0, 200);
+    let (s, metrics) = http_get(&srv.url("/metrics")).unwrap();
     assert_eq!(s, 200);
     assert!(metrics.contains("gpubench_serve_requests_total{route=\"/generate\",status=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("gpubench_serve_time_to_first_token_seconds_count"));
@@ -156,7 +138,7 @@ fn api_shapes_and_bad_input() {
     let generated = |m: &str| -> u64 {
         m.lines().find_map(|l| l.strip_prefix("gpubench_serve_generated_tokens_total ")).unwrap().parse().unwrap()
     };
-    let before = generated(&ureq_get(&srv.url("/metrics")).unwrap().1);
+    let before = generated(&http_get(&srv.url("/metrics")).unwrap().1);
     rt().block_on(async {
         let r = reqwest::Client::new()
             .post(srv.url("/v1/completions"))
@@ -171,7 +153,7 @@ fn api_shapes_and_bad_input() {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, m) = ureq_get(&srv.url("/metrics")).unwrap();
+        let (_, m) = http_get(&srv.url("/metrics")).unwrap();
         if m.contains("gpubench_serve_running_sequences 0") {
             let spent = generated(&m) - before;
             assert!(spent < 30, "the cancelled request ran on ({spent} of its 60 tokens generated)");

@@ -28,7 +28,7 @@ fn a_share_the_weights_do_not_fit_is_refused_with_the_sizes() {
 
 #[test]
 fn a_gguf_refuses_a_float_dtype() {
-    let path = gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+    let path = gpubench::default_model::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
     let out = Command::new(assert_cmd::cargo::cargo_bin!("gpubench"))
         .args(["serve", "--port", "0", "--dtype", "bf16", "--model"])
         .arg(path)

@@ -10,13 +10,13 @@ use serde_json::Value;
 fn model() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
     M.get_or_init(|| {
-        let path = gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+        let path = gpubench::default_model::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
         load_model(&ModelSource::Gguf(path), &candle_core::Device::Cpu).expect("load the default model")
     })
 }
 
 fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/smollm2-llamacpp-reference.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/smollm2-llamacpp-reference.json")).unwrap()
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn chunked_prefill_matches_whole_prefill() {
 fn candle_model() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
     M.get_or_init(|| {
-        let path = gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+        let path = gpubench::default_model::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
         let opts = LoadOptions { backend: BackendChoice::Candle, ..LoadOptions::default() };
         load_model_with(&ModelSource::Gguf(path), &candle_core::Device::Cpu, &opts).expect("load the default model on candle")
     })

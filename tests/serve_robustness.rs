@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::serve::{get, rt, Server};
+use common::serve::{get, post, post_stream, rt, Server};
 use serde_json::{json, Value};
 
 const FAULT: &str = "GPUBENCH_SERVE_FAULT";
@@ -18,21 +18,6 @@ async fn post_async(c: reqwest::Client, url: String, body: Value) -> (u16, Optio
     let s = r.status().as_u16();
     let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
     (s, retry, r.json().await.unwrap_or(Value::Null))
-}
-
-fn post(url: &str, body: Value) -> (u16, Value) {
-    let (s, _, v) = rt().block_on(post_async(reqwest::Client::new(), url.to_string(), body));
-    (s, v)
-}
-
-/// The `data:` payloads of an SSE response.
-fn post_stream(url: &str, body: Value) -> (u16, Vec<String>) {
-    rt().block_on(async {
-        let r = reqwest::Client::new().post(url).json(&body).timeout(Duration::from_secs(120)).send().await.unwrap();
-        let s = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (s, text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect())
-    })
 }
 
 fn assert_server_error(status: u16, body: &Value) {
@@ -47,7 +32,7 @@ fn metric(srv: &Server, line_prefix: &str) -> Option<f64> {
 }
 
 fn paris(srv: &Server) {
-    let (s, r) = post(&srv.url("/generate"), json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0}));
+    let (s, r) = post(&srv.url("/generate"), &json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0}));
     assert_eq!(s, 200, "{r}");
     assert!(r["text"].as_str().unwrap().starts_with(" Paris"), "{r}");
 }
@@ -80,21 +65,21 @@ fn a_panic_in_one_request_fails_that_request_alone() {
     assert_eq!(healthy.2["usage"]["completion_tokens"], 32, "{}", healthy.2);
 
     // Streamed, the error arrives as an OpenAI error chunk and the stream still ends with [DONE].
-    let (s, chunks) = post_stream(&url, json!({"prompt": "BOOM again", "max_tokens": 4, "stream": true}));
+    let (s, chunks) = post_stream(&url, &json!({"prompt": "BOOM again", "max_tokens": 4, "stream": true}));
     assert_eq!(s, 200);
     assert_eq!(chunks.last().map(String::as_str), Some("[DONE]"), "{chunks:?}");
     let err: Value = serde_json::from_str(&chunks[chunks.len() - 2]).unwrap();
     assert_eq!(err["error"]["type"], "server_error", "{chunks:?}");
 
     // A panic inside the model step fails the requests of that step; the engine goes on.
-    let (s, r) = post(&srv.url("/generate"), json!({"prompt": "KABOOM", "max_tokens": 4}));
+    let (s, r) = post(&srv.url("/generate"), &json!({"prompt": "KABOOM", "max_tokens": 4}));
     assert_server_error(s, &r);
     paris(&srv);
 
     // A panic in the HTTP handler is a 500 for that request alone.
-    let (s, r) = post(&srv.url("/generate"), json!({"prompt": "CRASH", "max_tokens": 4}));
+    let (s, r) = post(&srv.url("/generate"), &json!({"prompt": "CRASH", "max_tokens": 4}));
     assert_server_error(s, &r);
-    let (s, r) = post(&url, json!({"prompt": "CRASH", "max_tokens": 4, "stream": true}));
+    let (s, r) = post(&url, &json!({"prompt": "CRASH", "max_tokens": 4, "stream": true}));
     assert_server_error(s, &r);
 
     // Later requests succeed, no slot or KV reservation leaked, and the failures were counted.
@@ -227,7 +212,7 @@ fn metrics_cover_every_family_and_unknown_routes_are_openai_errors() {
     // Chat streamed with usage: the last chunk before [DONE] carries usage and no choices.
     let (s, chunks) = post_stream(
         &srv.url("/v1/chat/completions"),
-        json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}),
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}),
     );
     assert_eq!(s, 200);
     assert_eq!(chunks.last().map(String::as_str), Some("[DONE]"));

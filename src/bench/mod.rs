@@ -15,7 +15,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::compare::{self, CompareRequest, PhaseInput};
 use crate::loadtest::{self, LoadTestArgs};
+use crate::support::cli::print_out;
 use crate::report::RunReportFile;
 use crate::ExitStatus;
 use servers::{wait_listening, wait_ready, ChildProcess};
@@ -59,6 +61,9 @@ pub struct BenchArgs {
     /// A short run: two concurrency points, short points, few tokens (under 2 minutes on 2 cores).
     #[arg(long)]
     pub quick: bool,
+    /// No live view during the load tests (it is drawn only when stdout and stderr are terminals).
+    #[arg(long)]
+    pub no_live: bool,
     /// Model for the local servers (default: the default model, provisioned once).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -82,7 +87,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub concurrency: Vec<u32>,
     /// Measurement time of each point (default 15s; --quick 5s).
-    #[arg(long, value_parser = crate::util::parse_duration)]
+    #[arg(long, value_parser = crate::support::cli::parse_duration)]
     pub point_duration: Option<Duration>,
     /// Tokens generated per request (default 32; --quick 16).
     #[arg(long)]
@@ -145,7 +150,7 @@ impl BenchArgs {
         }
         if self.point_duration.is_none() {
             if let Some(d) = cfg.point_duration {
-                self.point_duration = Some(crate::util::parse_duration(&d).map_err(|e| bad("point_duration", e))?);
+                self.point_duration = Some(crate::support::cli::parse_duration(&d).map_err(|e| bad("point_duration", e))?);
             }
         }
         if self.max_tokens.is_none() {
@@ -213,6 +218,8 @@ pub enum BenchError {
     LoadTest(#[from] loadtest::LoadTestError),
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
+    #[error(transparent)]
+    Process(#[from] crate::support::process::ProcessError),
 }
 
 impl crate::Failure for BenchError {
@@ -227,6 +234,8 @@ impl crate::Failure for BenchError {
 
 /// The settings of one bench run after defaults.
 struct Settings {
+    /// What the load tests show while they run (the live view on a terminal).
+    display: loadtest::Display,
     concurrency: Vec<u32>,
     point: Duration,
     max_tokens: u32,
@@ -252,6 +261,7 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
         return Err(BenchError::Usage("nothing to measure: --phases none needs at least one --target NAME=URL".into()));
     }
     let settings = Settings {
+        display: loadtest::Display::choose(quiet, args.no_live),
         concurrency: if !args.concurrency.is_empty() {
             args.concurrency.clone()
         } else if args.quick {
@@ -274,7 +284,7 @@ pub async fn run_cli(mut args: BenchArgs, quiet: bool) -> Result<ExitStatus, Ben
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            crate::util::stop_signal().await;
+            crate::support::cli::stop_signal().await;
             eprintln!("interrupted: stopping the servers");
             cancel.cancel();
         });
@@ -429,7 +439,7 @@ async fn sweep(
     ]);
     let args = LoadTestArgs::from_flags(&flags)?;
     let plan = loadtest::prepare(&args).await?;
-    let reports = loadtest::run(&plan, cancel, !quiet).await?;
+    let reports = loadtest::run_all(&plan, cancel, settings.display).await?.0;
     if !quiet {
         eprint!("{}", loadtest::render_sweep(&reports));
     }
@@ -442,38 +452,29 @@ async fn sweep(
 }
 
 fn compare(measured: &[Measured], args: &BenchArgs, settings: &Settings, quiet: bool) -> Result<(), BenchError> {
-    let mut compare_args: Vec<String> = vec!["compare".into()];
-    for m in measured {
-        let mut spec = format!("{}={}", m.name, m.report.display());
-        if let Some(csv) = &m.metrics {
-            spec.push_str(&format!(",metrics={}", csv.display()));
+    let phases = measured
+        .iter()
+        .map(|m| PhaseInput {
+            label: m.name.clone(),
+            metrics: m.metrics.clone(),
+            pods_per_gpu: m.servers_per_device,
+            ..PhaseInput::from_file(&m.report)
+        })
+        .collect();
+    let mut request = CompareRequest::new(phases, Some(settings.out_dir.clone()));
+    request.gpu_hour_cost = match args.gpu_hour_cost {
+        Some(cost) if !(cost.is_finite() && cost >= 0.0) => {
+            return Err(BenchError::Usage(format!("--gpu-hour-cost must be a number >= 0, not {cost}")))
         }
-        spec.push_str(&format!(",pods-per-gpu={}", m.servers_per_device));
-        compare_args.push("--phase".into());
-        compare_args.push(spec);
-    }
-    compare_args.extend([
-        "--gpu-hour-cost".into(),
-        args.gpu_hour_cost.unwrap_or(2.0).to_string(),
-        "--out-dir".into(),
-        settings.out_dir.display().to_string(),
-    ]);
+        cost => cost.unwrap_or(compare::DEFAULT_GPU_HOUR_COST),
+    };
     say(quiet, "comparing the phases");
-    let output = std::process::Command::new(&settings.exe)
-        .args(&compare_args)
-        .output()
-        .map_err(|e| BenchError::Failed(format!("cannot run gpubench compare: {e}")))?;
-    if !quiet {
-        eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    }
-    print!("{}", String::from_utf8_lossy(&output.stdout));
-    if !output.status.success() {
-        return Err(BenchError::Failed(format!(
-            "gpubench compare failed ({}); the runs are in {}",
-            output.status,
-            settings.out_dir.display()
-        )));
-    }
+    let failed = |e: compare::CompareError| {
+        BenchError::Failed(format!("gpubench compare failed ({e}); the runs are in {}", settings.out_dir.display()))
+    };
+    compare::validate_phases(&request.phases).map_err(failed)?;
+    let outcome = compare::compare(&request).map_err(failed)?;
+    print_out(&compare::render_outcome(&outcome, &request, false, false));
     Ok(())
 }
 

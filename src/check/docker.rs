@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn docker_info_with_the_nvidia_runtime_passes() {
-        let info = parse_docker_info(include_str!("../../tests/fixtures/tools/docker-info-nvidia.json")).unwrap();
+        let info = parse_docker_info(include_str!("../../fixtures/tools/docker-info-nvidia.json")).unwrap();
         let c = runtime_check(&info);
         assert_eq!(c.status, Status::Pass, "{c:?}");
         assert_eq!(c.detail, "Docker 27.3.1, runtimes io.containerd.runc.v2, nvidia, runc (default runc)");
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn docker_info_without_it_fails_with_the_toolkit_fix() {
-        let info = parse_docker_info(include_str!("../../tests/fixtures/tools/docker-info-plain.json")).unwrap();
+        let info = parse_docker_info(include_str!("../../fixtures/tools/docker-info-plain.json")).unwrap();
         let c = runtime_check(&info);
         assert_eq!(c.status, Status::Fail);
         assert!(c.fix.unwrap().contains("nvidia-ctk runtime configure"));
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_daemon_says_so() {
-        let info = parse_docker_info(include_str!("../../tests/fixtures/tools/docker-info-daemon-down.json")).unwrap();
+        let info = parse_docker_info(include_str!("../../fixtures/tools/docker-info-daemon-down.json")).unwrap();
         let c = runtime_check(&info);
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.contains("Cannot connect to the Docker daemon"), "{}", c.detail);

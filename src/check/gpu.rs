@@ -240,7 +240,7 @@ mod tests {
     use crate::check::Status;
     use crate::device::RecordedGpus;
 
-    const SMI_H100: &str = include_str!("../../tests/fixtures/tools/nvidia-smi-query-h100.csv");
+    const SMI_H100: &str = include_str!("../../fixtures/tools/nvidia-smi-query-h100.csv");
 
     #[test]
     fn nvidia_smi_query_output_parses() {
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_recorded_h100_passes_with_its_facts() {
-        let mut gpus = RecordedGpus::from_fixture_text(include_str!("../../tests/fixtures/gpu/h100-recording.json")).unwrap();
+        let mut gpus = RecordedGpus::from_fixture_text(include_str!("../../fixtures/gpu/h100-recording.json")).unwrap();
         let smi = Smi::Gpus(parse_smi(SMI_H100).unwrap());
         let checks = checks_with_nvml(&mut gpus, Some(40.0), &smi);
         let by = |n: &str| checks.iter().find(|c| c.name == n).unwrap().clone();
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn too_little_free_memory_fails_with_a_fix() {
-        let mut gpus = RecordedGpus::from_fixture_text(include_str!("../../tests/fixtures/gpu/h100-recording.json")).unwrap();
+        let mut gpus = RecordedGpus::from_fixture_text(include_str!("../../fixtures/gpu/h100-recording.json")).unwrap();
         let checks = checks_with_nvml(&mut gpus, Some(100.0), &Smi::NotFound);
         let free = checks.iter().find(|c| c.name == "free GPU memory").unwrap();
         assert_eq!(free.status, Status::Fail);

@@ -447,7 +447,7 @@ pub async fn checks(with_sharing: bool) -> Vec<CheckResult> {
 mod tests {
     use super::*;
 
-    const NODES: &str = include_str!("../../tests/fixtures/tools/kubectl-get-nodes.json");
+    const NODES: &str = include_str!("../../fixtures/tools/kubectl-get-nodes.json");
 
     #[test]
     fn nodes_list_their_gpus_mig_slices_and_time_slicing() {
@@ -466,7 +466,7 @@ mod tests {
 
     #[test]
     fn cluster_policy_state_and_device_plugin_config() {
-        let p = parse_cluster_policies(include_str!("../../tests/fixtures/tools/kubectl-get-clusterpolicies.json")).unwrap();
+        let p = parse_cluster_policies(include_str!("../../fixtures/tools/kubectl-get-clusterpolicies.json")).unwrap();
         assert_eq!(p[0].name, "cluster-policy");
         assert_eq!(p[0].state, "ready");
         assert_eq!(p[0].device_plugin_config, Some(("time-slicing-config".into(), Some("any".into()))));
@@ -475,16 +475,16 @@ mod tests {
 
     #[test]
     fn time_slicing_replicas_are_read_from_the_configmap() {
-        let t = parse_time_slicing(include_str!("../../tests/fixtures/tools/kubectl-get-configmap-time-slicing.json")).unwrap();
+        let t = parse_time_slicing(include_str!("../../fixtures/tools/kubectl-get-configmap-time-slicing.json")).unwrap();
         assert_eq!(t, vec![("any".to_string(), vec![4])]);
     }
 
     #[test]
     fn queues_and_namespaces_parse() {
-        let q = parse_queues(include_str!("../../tests/fixtures/tools/kubectl-get-queues.json")).unwrap();
+        let q = parse_queues(include_str!("../../fixtures/tools/kubectl-get-queues.json")).unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!(q[1], Queue { name: "llm".into(), parent: Some("default".into()), gpu_quota: Some(1.0) });
-        let ns = parse_namespaces(include_str!("../../tests/fixtures/tools/kubectl-get-namespaces.json")).unwrap();
+        let ns = parse_namespaces(include_str!("../../fixtures/tools/kubectl-get-namespaces.json")).unwrap();
         assert!(ns.contains(&"kai-scheduler".to_string()));
     }
 

@@ -13,7 +13,8 @@ use crate::report::{ChartFile, Comparison, PhaseSummary};
 use super::inputs::PhaseData;
 use super::markdown::value;
 use super::plot::{add_hover, legend_width, side_legend, Hover, LegendEntry, FONT};
-use super::table::{format_count, util_name};
+use super::table::util_name;
+use crate::support::fmt::format_count;
 use super::{device, CompareError};
 
 pub(super) const SIZE: (u32, u32) = (1000, 600);
@@ -241,7 +242,7 @@ where
     let slo = c.cost_model.slo_ms.get("e2e").copied();
     let mut entries = phase_entries(c, |p| p.label.clone());
     if let Some(slo) = slo {
-        entries.push(LegendEntry { label: format!("SLO e2e p95 {}", crate::util::human_ms(slo)), color: slo_color });
+        entries.push(LegendEntry { label: format!("SLO e2e p95 {}", crate::support::fmt::human_ms(slo)), color: slo_color });
     }
     let plot = layout(root, "Latency vs throughput (each point a load level)", &entries)?;
     let y_top = y_max.max(slo.unwrap_or(0.0)) * 1.15;

@@ -8,7 +8,7 @@ use super::inputs::PhaseData;
 /// The device of one phase, where its metric series tells (`gpu` or `cpu`); `None`
 /// without one (a server elsewhere, or behind a port-forward, may run on anything).
 pub fn phase_kind(phase: &PhaseData) -> Option<&'static str> {
-    phase.util.as_ref().map(|u| if u.kind == "cpu" { "cpu" } else { "gpu" })
+    phase.util.as_ref().map(|u| u.kind.as_str())
 }
 
 /// The device of the whole comparison: what the phases' metric series agree on; where

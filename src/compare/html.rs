@@ -11,7 +11,7 @@ use crate::report::{Comparison, EnvironmentStamp, PhaseSummary};
 use super::charts::Drawn;
 use super::inputs::PhaseData;
 use super::markdown::{load, value, winner_cell};
-use super::table::format_count;
+use crate::support::fmt::format_count;
 use super::{device, CompareError};
 
 const STYLE: &str = include_str!("html/style.css");
@@ -47,7 +47,7 @@ pub struct Page<'a> {
 /// Renders and writes `comparison.html` into the output folder.
 pub fn write(page: &Page<'_>) -> Result<PathBuf, CompareError> {
     let path = page.out_dir.join(FILE_NAME);
-    crate::report::write_atomically(&path, document(page).as_bytes()).map_err(|error| CompareError::Write { path: path.clone(), error })?;
+    crate::support::fs::write_atomically(&path, document(page).as_bytes()).map_err(|error| CompareError::Write { path: path.clone(), error })?;
     Ok(path)
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::device::DeviceKind;
 use crate::report::{MetricSample, RunReport, RunReportFile};
 
 use super::{CompareError, PhaseInput};
@@ -17,8 +18,8 @@ pub struct PhaseData {
 /// Device utilization over time, averaged over the devices of each sample time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UtilSeries {
-    /// `gpu` or `cpu`.
-    pub kind: String,
+    /// GPUs, or the host's CPUs.
+    pub kind: DeviceKind,
     /// (seconds since the first sample, utilization %), in time order.
     pub points: Vec<(f64, f64)>,
     pub mean: f64,
@@ -68,13 +69,13 @@ pub fn load_util(path: &Path) -> Result<UtilSeries, CompareError> {
         }
         if let Some(u) = s.gpu_util_pct.filter(|u| u.is_finite()) {
             samples.push((s.timestamp, u));
-            kinds.insert(if s.source == "cpu" { "cpu" } else { "gpu" });
+            kinds.insert(DeviceKind::of_source(&s.source));
         }
     }
     if samples.is_empty() {
         return Err(err("no data: no row has a gpu_util_pct value. Sample the phase with gpubench metrics".into()));
     }
-    let kind = if kinds.len() == 1 { kinds.iter().next().copied().unwrap_or("gpu") } else { "gpu" }.to_string();
+    let kind = if kinds.len() == 1 { kinds.iter().next().copied().unwrap_or(DeviceKind::Gpu) } else { DeviceKind::Gpu };
     let mut values: Vec<f64> = samples.iter().map(|s| s.1).collect();
     let mean = values.iter().sum::<f64>() / values.len() as f64;
     values.sort_by(f64::total_cmp);
@@ -140,7 +141,7 @@ mod tests {
         w.flush().unwrap();
         drop(w);
         let s = load_util(&path).unwrap();
-        assert_eq!(s.kind, "gpu");
+        assert_eq!(s.kind, DeviceKind::Gpu);
         assert_eq!(s.points, vec![(0.0, 30.0), (1.0, 70.0)]);
         assert_eq!(s.mean, 50.0);
         assert_eq!(s.p95, 80.0);

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use comfy_table::{presets, CellAlignment, Table};
 
 use crate::report::{Comparison, ComparisonRow, PhaseSummary, SweepPoint};
-use crate::util::human_ms;
+use crate::support::fmt::human_ms;
 
-use super::table::{format_count, group_thousands};
+use crate::support::fmt::{format_count, group_thousands};
 use super::verdict::money;
 
 /// A value of a row, formatted for its metric.

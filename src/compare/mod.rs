@@ -28,6 +28,7 @@ pub use html::escape as html_escape;
 pub use options::*;
 
 use crate::report::{Comparison, ReportError};
+use crate::support::cli::print_out;
 use crate::ExitStatus;
 
 /// Errors of `compare`; each names the file or flag at fault and the fix.
@@ -110,7 +111,7 @@ pub fn compare(request: &CompareRequest) -> Result<CompareOutcome, CompareError>
             if let Some(exporter) = exporter_for(*format) {
                 let path = dir.join(exporter.file_name());
                 let bytes = exporter.render(&comparison)?;
-                crate::report::write_atomically(&path, &bytes).map_err(|error| CompareError::Write { path: path.clone(), error })?;
+                crate::support::fs::write_atomically(&path, &bytes).map_err(|error| CompareError::Write { path: path.clone(), error })?;
                 written.push(path);
             }
         }
@@ -125,32 +126,40 @@ pub fn compare(request: &CompareRequest) -> Result<CompareOutcome, CompareError>
     Ok(CompareOutcome { comparison, written, regressions })
 }
 
+/// What the command prints on stdout for `outcome`: the comparison as JSON with `json`, else
+/// the table, the verdict and where the report files are.
+pub fn render_outcome(outcome: &CompareOutcome, request: &CompareRequest, json: bool, quiet: bool) -> String {
+    use std::fmt::Write;
+    if json {
+        return format!("{}\n", serde_json::to_string_pretty(&outcome.comparison).unwrap_or_default());
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", markdown::terminal_table(&outcome.comparison));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", outcome.comparison.verdict);
+    let html = outcome.written.iter().find(|p| p.extension().is_some_and(|e| e == "html"));
+    let md = outcome.written.iter().find(|p| p.extension().is_some_and(|e| e == "md"));
+    if html.is_some() || md.is_some() {
+        let _ = writeln!(out);
+    }
+    if let Some(html) = html {
+        let _ = writeln!(out, "Open: {}", html.display());
+    }
+    if let Some(md) = md {
+        let _ = writeln!(out, "Report: {}", md.display());
+    } else if html.is_none() && !quiet && !outcome.written.is_empty() {
+        let dir = request.out_dir.as_deref().unwrap_or(Path::new("."));
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Wrote {} file(s) in {}", outcome.written.len(), dir.display());
+    }
+    out
+}
+
 /// The command: resolve flags, compare, print the table (or JSON), gate.
 pub fn run_cli(args: CompareArgs, quiet: bool) -> Result<ExitStatus, CompareError> {
     let request = args.resolve()?;
     let outcome = compare(&request)?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&outcome.comparison).unwrap_or_default();
-        println!("{text}");
-    } else {
-        println!("{}", markdown::terminal_table(&outcome.comparison));
-        println!();
-        println!("{}", outcome.comparison.verdict);
-        let html = outcome.written.iter().find(|p| p.extension().is_some_and(|e| e == "html"));
-        let md = outcome.written.iter().find(|p| p.extension().is_some_and(|e| e == "md"));
-        if html.is_some() || md.is_some() {
-            println!();
-        }
-        if let Some(html) = html {
-            println!("Open: {}", html.display());
-        }
-        if let Some(md) = md {
-            println!("Report: {}", md.display());
-        } else if html.is_none() && !quiet && !outcome.written.is_empty() {
-            println!();
-            println!("Wrote {} file(s) in {}", outcome.written.len(), request.out_dir.as_deref().unwrap_or(Path::new(".")).display());
-        }
-    }
+    print_out(&render_outcome(&outcome, &request, args.json, quiet));
     if let Some(g) = &request.gate {
         if !outcome.regressions.is_empty() {
             return Err(CompareError::Regressed(outcome.regressions, g.max_regression_pct));

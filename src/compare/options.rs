@@ -379,7 +379,7 @@ pub fn parse_slo(spec: &str) -> Result<(String, f64), CompareError> {
     if !SLO_METRICS.contains(&metric.as_str()) {
         return Err(CompareError::usage(format!("--slo '{spec}': unknown metric '{metric}': use one of e2e, ttft, tpot, itl")));
     }
-    let d = crate::util::parse_duration(time).map_err(|e| CompareError::usage(format!("--slo '{spec}': {e}")))?;
+    let d = crate::support::cli::parse_duration(time).map_err(|e| CompareError::usage(format!("--slo '{spec}': {e}")))?;
     if d.is_zero() {
         return Err(CompareError::usage(format!("--slo '{spec}': the limit must be above 0")));
     }

@@ -5,6 +5,7 @@ use crate::report::{Comparison, ComparisonRow, CostModel, LatencySummary, PhaseS
 use super::cost::{self, HOURS_PER_YEAR};
 use super::inputs::PhaseData;
 use super::{device, verdict, CompareError, CompareRequest};
+use crate::support::fmt::format_count;
 
 pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Comparison, CompareError> {
     let mut notes = Vec::new();
@@ -138,7 +139,7 @@ fn summarize(phase: &PhaseData, request: &CompareRequest, notes: &mut Vec<String
         latency_p95_ms: e2e.p95,
         latency_p99_ms: e2e.p99,
         ttft_p95_ms: run.latency_ms.ttft.as_ref().map(|l| l.p95),
-        util_kind: phase.util.as_ref().map(|u| u.kind.clone()),
+        util_kind: phase.util.as_ref().map(|u| u.kind.as_str().to_string()),
         util_mean_pct: phase.util.as_ref().map(|u| round(u.mean, 2)),
         util_p95_pct: phase.util.as_ref().map(|u| round(u.p95, 2)),
         sm_activity_mean_pct: phase.util.as_ref().and_then(|u| u.sm_activity_mean).map(|a| round(a, 2)),
@@ -243,32 +244,6 @@ pub fn winners(phases: &[PhaseSummary], values: &[Option<f64>], better: &str) ->
     present.iter().filter(|p| same(p.1)).map(|p| phases[p.0].label.clone()).collect()
 }
 
-/// `180`, `1,234`, `12.5`: whole numbers without decimals, thousands grouped.
-pub fn format_count(x: f64) -> String {
-    if (x - x.round()).abs() < 1e-9 {
-        group_thousands(&format!("{:.0}", x))
-    } else {
-        group_thousands(&format!("{x:.1}"))
-    }
-}
-
-/// Groups the integer digits of a formatted number: `1234567.8` -> `1,234,567.8`.
-pub fn group_thousands(text: &str) -> String {
-    let (sign, rest) = text.strip_prefix('-').map(|r| ("-", r)).unwrap_or(("", text));
-    let (int, frac) = rest.split_once('.').map(|(i, f)| (i, Some(f))).unwrap_or((rest, None));
-    let mut out = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    match frac {
-        Some(f) => format!("{sign}{out}.{f}"),
-        None => format!("{sign}{out}"),
-    }
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -315,16 +290,6 @@ pub(super) mod tests {
         assert!(winners(&ps, &[Some(1.0), None, None], "lower").is_empty());
         assert!(winners(&ps, &[Some(1.0), Some(2.0), None], "none").is_empty());
         assert_eq!(winners(&ps, &[None, Some(5.0), Some(2.0)], "lower"), vec!["c"]);
-    }
-
-    #[test]
-    fn numbers_group_thousands() {
-        assert_eq!(group_thousands("43800"), "43,800");
-        assert_eq!(group_thousands("1234567.89"), "1,234,567.89");
-        assert_eq!(group_thousands("-1000"), "-1,000");
-        assert_eq!(group_thousands("999"), "999");
-        assert_eq!(format_count(180.0), "180");
-        assert_eq!(format_count(12.25), "12.2");
     }
 
     #[test]

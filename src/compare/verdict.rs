@@ -1,10 +1,11 @@
 //! The verdict: one paragraph written from the numbers of the comparison.
 
 use crate::report::{Comparison, PhaseSummary};
-use crate::util::human_ms;
+use crate::support::fmt::human_ms;
 
 use super::device;
-use super::table::{format_count, group_thousands, util_name};
+use super::table::util_name;
+use crate::support::fmt::{format_count, group_thousands};
 
 pub fn write(c: &Comparison) -> String {
     let ps = &c.phases;

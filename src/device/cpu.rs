@@ -52,9 +52,14 @@ impl CpuSampler {
     }
 }
 
+impl CpuSampler {
+    /// The `source` of its samples.
+    pub const SOURCE: &'static str = "cpu";
+}
+
 impl Sampler for CpuSampler {
     fn source(&self) -> &'static str {
-        "cpu"
+        Self::SOURCE
     }
 
     fn note(&self) -> String {

@@ -1,7 +1,7 @@
 use super::*;
 
 fn fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exposition").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/exposition").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

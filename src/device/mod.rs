@@ -8,6 +8,7 @@
 
 pub(crate) mod clock;
 mod cpu;
+mod environment;
 pub mod exposition;
 mod gpu;
 mod nvml;
@@ -37,6 +38,32 @@ pub enum SampleError {
     /// A replayed recording has no more samples.
     #[error("the recording has no more samples")]
     Exhausted,
+}
+
+/// What a metric series measured: GPUs, or the host's CPUs (the `cpu` source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeviceKind {
+    Gpu,
+    Cpu,
+}
+
+impl DeviceKind {
+    /// The kind of a sample's `source`: `cpu` is the host's CPUs, every other source GPUs.
+    pub fn of_source(source: &str) -> Self {
+        if source == CpuSampler::SOURCE {
+            DeviceKind::Cpu
+        } else {
+            DeviceKind::Gpu
+        }
+    }
+
+    /// `gpu` or `cpu`, as the reports write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Cpu => "cpu",
+        }
+    }
 }
 
 /// One sampling backend. `sample` is called once per tick of the sampling loop and
@@ -91,7 +118,7 @@ mod tests {
 
     #[test]
     fn inventory_of_a_recording_lists_its_gpus() {
-        let gpus = super::RecordedGpus::from_fixture_text(include_str!("../../tests/fixtures/gpu/h100-recording.json"))
+        let gpus = super::RecordedGpus::from_fixture_text(include_str!("../../fixtures/gpu/h100-recording.json"))
             .expect("fixture parses");
         let inv = super::inventory_of(&gpus);
         assert_eq!(inv.len(), 1);

@@ -146,7 +146,7 @@ mod tests {
     use crate::device::RecordedGpus;
 
     fn recorded() -> Box<dyn GpuApi> {
-        Box::new(RecordedGpus::from_fixture_text(include_str!("../../tests/fixtures/gpu/h100-recording.json")).expect("fixture"))
+        Box::new(RecordedGpus::from_fixture_text(include_str!("../../fixtures/gpu/h100-recording.json")).expect("fixture"))
     }
 
     #[test]

@@ -207,10 +207,7 @@ impl PrometheusSampler {
             .map_err(|e| PrometheusError::Usage(format!("--prometheus-url '{url}' is not a URL ({e}): write e.g. http://localhost:9090")))?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| PrometheusError::Unreachable("the Prometheus source needs an async runtime".into()))?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| PrometheusError::Unreachable(format!("cannot build an HTTP client: {e}")))?;
+        let client = crate::support::http::client(Duration::from_secs(10)).map_err(|e| PrometheusError::Unreachable(format!("cannot build an HTTP client: {e}")))?;
         let s = PrometheusSampler {
             client,
             runtime,

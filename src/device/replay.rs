@@ -65,7 +65,7 @@ mod tests {
     use super::*;
 
     fn fixture() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics/h100-nvml.csv")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics/h100-nvml.csv")
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl CacheRepo {
             return Ok(());
         }
         let path = join(&self.folder.join("refs"), revision);
-        crate::report::write_atomically(&path, commit.as_bytes()).map_err(|e| HubError::io(&path, e))
+        crate::support::fs::write_atomically(&path, commit.as_bytes()).map_err(|e| HubError::io(&path, e))
     }
 
     /// Creates the folders and the CACHEDIR.TAG that Python creates too.
@@ -88,7 +88,7 @@ impl CacheRepo {
         }
         let tag = self.cache_dir.join("CACHEDIR.TAG");
         if !tag.exists() {
-            let _ = crate::report::write_atomically(&tag, CACHEDIR_TAG.as_bytes());
+            let _ = crate::support::fs::write_atomically(&tag, CACHEDIR_TAG.as_bytes());
         }
         Ok(())
     }
@@ -103,7 +103,7 @@ impl CacheRepo {
         let target = format!("{}../../blobs/{etag}", "../".repeat(depth));
         // Made under a unique name, then renamed over the old entry: another process linking the
         // same file at the same time never sees it missing, and neither fails.
-        let tmp = crate::report::temp_sibling(&pointer);
+        let tmp = crate::support::fs::temp_sibling(&pointer);
         make_link(&target, &self.blob(etag), &tmp).map_err(|e| HubError::io(&tmp, e))?;
         if let Err(e) = std::fs::rename(&tmp, &pointer) {
             let _ = std::fs::remove_file(&tmp);
@@ -197,7 +197,7 @@ impl LocalDir {
         for (name, text) in [(".gitignore", "*"), ("CACHEDIR.TAG", CACHEDIR_TAG)] {
             let p = hf.join(name);
             if !p.exists() {
-                let _ = crate::report::write_atomically(&p, text.as_bytes());
+                let _ = crate::support::fs::write_atomically(&p, text.as_bytes());
             }
         }
         Ok(())
@@ -219,7 +219,7 @@ impl LocalDir {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let target = self.metadata(path);
         let text = format!("{commit}\n{etag}\n{now}\n");
-        crate::report::write_atomically(&target, text.as_bytes()).map_err(|e| HubError::io(&target, e))
+        crate::support::fs::write_atomically(&target, text.as_bytes()).map_err(|e| HubError::io(&target, e))
     }
 }
 

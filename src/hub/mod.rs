@@ -8,6 +8,7 @@ mod lock;
 pub mod names;
 mod plan;
 mod progress;
+mod job;
 mod ranges;
 pub mod settings;
 pub mod transfer;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 pub use error::HubError;
 pub use plan::{download, FileReport, Summary};
 
+use crate::support::cli::print_line;
 use names::RepoType;
 
 pub const AFTER_HELP: &str = "\
@@ -93,17 +95,17 @@ pub async fn run_cli(args: DownloadArgs, quiet: bool) -> Result<crate::ExitStatu
     let summary = download(&args, quiet, &settings::ProcessEnv).await?;
     if args.json {
         let text = serde_json::to_string_pretty(&summary).map_err(|e| HubError::Usage(format!("cannot encode the summary: {e}")))?;
-        println!("{text}");
+        print_line(&text);
     } else {
         if args.dry_run {
             for f in &summary.files {
                 let size = f.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
-                println!("{}\t{}\t{}", f.status, size, f.path);
+                print_line(&format!("{}\t{}\t{}", f.status, size, f.path));
             }
         } else if !quiet {
             eprintln!("{}", summary.headline());
         }
-        println!("{}", summary.path.display());
+        print_line(&summary.path.display().to_string());
     }
     Ok(crate::ExitStatus::Success)
 }

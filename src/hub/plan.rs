@@ -13,7 +13,8 @@ use super::lock;
 use super::names::{check_etag, check_repo_id, check_repo_path, is_commit_hash, Selection};
 use super::progress::Progress;
 use super::settings::{self, Env};
-use super::transfer::{self, Job};
+use super::job::Job;
+use super::transfer;
 use super::DownloadArgs;
 
 /// What happened to one file.
@@ -224,7 +225,7 @@ fn already_there(target: &Target, commit: &str, entry: &Entry) -> Result<Option<
             }
             // No sidecar (copied in by hand?): adopt the file if its sha256 is the LFS etag.
             if let Some(etag) = entry.etag.as_deref().filter(|e| e.len() == 64) {
-                if transfer::sha256_file(&file).ok().as_deref() == Some(etag) {
+                if crate::support::fs::sha256_file(&file).ok().as_deref() == Some(etag) {
                     l.write(&entry.path, commit, etag)?;
                     return Ok(Some(file));
                 }

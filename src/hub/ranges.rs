@@ -19,7 +19,7 @@ use reqwest::{Method, StatusCode};
 use super::api::{backoff, network_error, HubClient};
 use super::error::HubError;
 use super::progress::Progress;
-use super::transfer::{content_range, Check, Job, ATTEMPTS_WITHOUT_PROGRESS, MAX_ATTEMPTS};
+use super::job::{content_range, Check, Job, ATTEMPTS_WITHOUT_PROGRESS, MAX_ATTEMPTS};
 
 /// Files with at least this many bytes left to fetch use parallel ranges (when asked for).
 pub const MIN_SIZE: u64 = 16 << 20;

@@ -72,7 +72,7 @@ pub(super) async fn describe_server(url: &reqwest::Url, route: &str) -> Option<s
     let mut models = base_url(url);
     let path = format!("{}{route}", models.path().trim_end_matches('/'));
     models.set_path(&path);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
+    let client = crate::support::http::client(Duration::from_secs(5)).ok()?;
     let resp = client.get(models).send().await.ok()?;
     if !resp.status().is_success() {
         return None;
@@ -102,7 +102,7 @@ pub(super) async fn is_tgi(url: &reqwest::Url) -> bool {
     let mut info = base_url(url);
     let path = format!("{}/info", info.path().trim_end_matches('/'));
     info.set_path(&path);
-    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else { return false };
+    let Ok(client) = crate::support::http::client(Duration::from_secs(5)) else { return false };
     let Ok(resp) = client.get(info).send().await else { return false };
     if !resp.status().is_success() {
         return false;

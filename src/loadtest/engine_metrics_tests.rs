@@ -4,7 +4,7 @@ use super::*;
 use crate::device::exposition::parse;
 
 fn fixture(name: &str) -> Exposition {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exposition").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/exposition").join(name);
     parse(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 

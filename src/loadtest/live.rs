@@ -27,7 +27,8 @@ use super::driver::Live;
 use super::recorder::Recorder;
 use super::server_metrics::Latest;
 use crate::report::LatencySummary;
-use super::summary::{rate, thousands};
+use super::summary::rate;
+use crate::support::fmt::{human_ms, thousands};
 
 fn grouped(n: u64) -> String {
     thousands(n as f64)
@@ -171,8 +172,8 @@ impl View {
         let lag = summary(|r| &r.lag);
         let client = match (header.open, lag) {
             (false, _) => ("closed loop: the load follows the server".to_string(), Color::Gray),
-            (true, Some(l)) if l.p99 > LAG_LIMIT_MS => (format!("FALLING BEHIND: schedule lag p99 {}", crate::util::human_ms(l.p99)), Color::Red),
-            (true, Some(l)) => (format!("keeping up: schedule lag p99 {}", crate::util::human_ms(l.p99)), Color::Green),
+            (true, Some(l)) if l.p99 > LAG_LIMIT_MS => (format!("FALLING BEHIND: schedule lag p99 {}", human_ms(l.p99)), Color::Red),
+            (true, Some(l)) => (format!("keeping up: schedule lag p99 {}", human_ms(l.p99)), Color::Green),
             (true, None) => ("waiting for the first request".to_string(), Color::Gray),
         };
         View {
@@ -218,7 +219,7 @@ impl View {
         }
         f.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(self.title.clone())), top[0]);
         let header = Row::new(["", "p50", "p90", "p99", "max", "n"]).style(Style::default().add_modifier(Modifier::BOLD));
-        let ms = |v: f64| crate::util::human_ms(v);
+        let ms = |v: f64| human_ms(v);
         let body: Vec<Row> = self
             .latencies
             .iter()
@@ -275,7 +276,7 @@ fn buckets(h: &Histogram<u64>) -> Vec<(String, u64)> {
     for i in 0..n {
         let to = if i + 1 == n { hi } else { from * step };
         let count = h.count_between(from as u64, to as u64);
-        out.push((format!("<{}", crate::util::human_ms(to / 1000.0)), count));
+        out.push((format!("<{}", human_ms(to / 1000.0)), count));
         from = to + 1.0;
     }
     out

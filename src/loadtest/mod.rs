@@ -46,7 +46,7 @@ pub use schedule::{Gaps, Shape};
 pub use summary::{render, render_sweep};
 
 use crate::report::{self, RunReport, RunReportFile, RunSet, SweepSummary, RUN_SCHEMA_VERSION};
-use crate::util::{print_line, print_out};
+use crate::support::cli::{print_line, print_out};
 use crate::ExitStatus;
 use driver::{Limits, Live};
 use plan::Points;
@@ -360,7 +360,7 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
     let ctrl_c = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            crate::util::stop_signal().await;
+            crate::support::cli::stop_signal().await;
             eprintln!("interrupted: stopping and writing the partial report");
             cancel.cancel();
         })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::util::parse_duration;
+use crate::support::cli::parse_duration;
 
 /// Which API the endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -94,7 +94,7 @@ impl Shard {
 pub fn parse_start_at(text: &str) -> Result<SystemTime, String> {
     let t = text.trim();
     if let Some(delay) = t.strip_prefix('+') {
-        let d = crate::util::parse_duration(delay).map_err(|e| format!("--start-at '{t}': {e}"))?;
+        let d = crate::support::cli::parse_duration(delay).map_err(|e| format!("--start-at '{t}': {e}"))?;
         return Ok(SystemTime::now() + d);
     }
     let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|e| {
@@ -170,7 +170,7 @@ fn round3(x: f64) -> f64 {
 /// Measures the offset of the target's clock against the `Date` header of `GET {base}/`,
 /// probing every few milliseconds for up to about 1.2 s until the server's second ticks.
 pub async fn measure_clock(base: &reqwest::Url) -> Option<ClockOffset> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+    let client = crate::support::http::client(Duration::from_secs(2)).ok()?;
     let mut url = base.clone();
     url.set_path("/");
     url.set_query(None);

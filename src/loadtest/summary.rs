@@ -11,7 +11,7 @@ use crate::report::{
     encode_histogram, ClientCheck, Counts, EnvironmentStamp, Goodput, Histograms, Latencies, LatencySummary, RunReport,
     SeriesPoint, ShardInfo, Target, Throughput, Workload, RUN_SCHEMA_VERSION, PrefixCacheSummary, SessionSummary,
 };
-use crate::util::human_ms;
+use crate::support::fmt::{human_ms, thousands};
 
 /// Schedule lag above which the client is said not to have kept up.
 const MAX_LAG_P99_MS: f64 = 10.0;
@@ -282,19 +282,6 @@ fn round(x: f64, digits: i32) -> f64 {
 fn rfc3339(t: std::time::SystemTime) -> String {
     let dt: time::OffsetDateTime = t.into();
     dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-pub(super) fn thousands(x: f64) -> String {
-    let s = format!("{:.0}", x);
-    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("{sign}{out}")
 }
 
 pub(super) fn rate(x: f64) -> String {

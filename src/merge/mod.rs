@@ -207,13 +207,13 @@ fn merge_cli(args: MergeArgs) -> Result<ExitStatus, MergeError> {
     }
     if args.json {
         let text = serde_json::to_string_pretty(&file).map_err(|e| MergeError::Usage(e.to_string()))?;
-        crate::util::print_line(&text);
+        crate::support::cli::print_line(&text);
     } else if let Some(run) = file.runs().first() {
         let mut text = crate::loadtest::render(run);
         if let Some(out) = &args.out {
             text.push_str(&format!("merged {} shards: {}\n", args.files.len(), out.display()));
         }
-        crate::util::print_out(&text);
+        crate::support::cli::print_out(&text);
     }
     Ok(ExitStatus::Success)
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::device::{self, Sampler, SystemClock};
-use crate::util::parse_duration;
+use crate::support::cli::parse_duration;
 use crate::ExitStatus;
 
 pub(crate) use output::print_stdout;
@@ -236,7 +236,7 @@ fn run_blocking(
             .map_err(|source| MetricsError::Spawn { command: program.clone(), source })?;
         let pid = child.id();
         child_pid.store(pid, Ordering::SeqCst);
-        if args.pid.is_none() && sampler.source() == "cpu" {
+        if args.pid.is_none() && device::DeviceKind::of_source(sampler.source()) == device::DeviceKind::Cpu {
             // Follow the command's process too.
             sampler = Box::new({
                 let mut cpu = device::CpuSampler::new(None);

@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::sampling::Outcome;
 use super::summary::{human_line, is_device_row, SeriesSummary};
 use super::{MetricsArgs, MetricsError};
-use crate::report::{write_atomically, MetricSample};
+use crate::report::MetricSample;
+use crate::support::fs::write_atomically;
 
 /// The CSV header line of a metric series (the `MetricSample` fields, in order).
 pub fn csv_header() -> Vec<String> {
@@ -22,7 +23,7 @@ pub fn csv_header() -> Vec<String> {
     text.lines().next().unwrap_or("").split(',').map(str::to_string).collect()
 }
 
-pub(crate) use crate::util::print_line as print_stdout;
+pub(crate) use crate::support::cli::print_line as print_stdout;
 
 /// Where the summary of `--out FILE.csv` goes: `FILE.summary.json`.
 pub fn summary_path(out: &Path) -> PathBuf {

@@ -105,7 +105,7 @@ mod tests {
     use crate::device::{NvmlSampler, RecordedGpus, ReplaySampler};
 
     fn recorded_nvml() -> NvmlSampler {
-        let gpus = RecordedGpus::from_fixture_text(include_str!("../../tests/fixtures/gpu/h100-recording.json")).unwrap();
+        let gpus = RecordedGpus::from_fixture_text(include_str!("../../fixtures/gpu/h100-recording.json")).unwrap();
         NvmlSampler::new(Box::new(gpus), None, None).unwrap()
     }
 
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_replay_ends_when_the_recording_does() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metrics/h100-nvml.csv");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics/h100-nvml.csv");
         let mut s = ReplaySampler::load(&path, None).unwrap();
         let mut clock = ManualClock::new(0.0);
         let plan = Plan { interval: Duration::from_millis(1), duration: None };

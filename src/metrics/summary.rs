@@ -139,7 +139,7 @@ impl SeriesSummary {
                     interval_s: round3(interval),
                     util_mean_pct: (a.util_n > 0).then(|| round3(a.util_sum / a.util_n as f64)),
                     util_p50_pct: a.percentile(50.0),
-                    util_p95_pct: a.percentile(95.0),
+                    util_p95_binned_pct: a.percentile(95.0),
                     idle_fraction: (a.util_n > 0).then(|| round3(a.idle_n as f64 / a.util_n as f64)),
                     mem_peak_mib: a.mem_peak.map(round3),
                     energy_j: energy.map(round3),
@@ -167,7 +167,7 @@ pub fn human_line(s: &MetricSummary) -> String {
         s.duration_s,
         pct(s.util_mean_pct),
         pct(s.util_p50_pct),
-        pct(s.util_p95_pct),
+        pct(s.util_p95_binned_pct),
         s.idle_fraction.map(|f| format!("{:.0}% of samples", f * 100.0)).unwrap_or_else(|| "-".into()),
     );
     if let Some(m) = s.mem_peak_mib {
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(m.samples, 20);
         assert_eq!(m.util_mean_pct, Some(47.5));
         assert_eq!(m.util_p50_pct, Some(45.0));
-        assert_eq!(m.util_p95_pct, Some(90.0));
+        assert_eq!(m.util_p95_binned_pct, Some(90.0));
         assert_eq!(m.idle_fraction, Some(0.05), "only the 0% sample is under 5%");
         assert_eq!(m.mem_peak_mib, Some(950.0));
         assert_eq!(m.duration_s, 20.0);

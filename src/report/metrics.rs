@@ -51,7 +51,11 @@ pub struct MetricSummary {
     pub interval_s: f64,
     pub util_mean_pct: Option<f64>,
     pub util_p50_pct: Option<f64>,
-    pub util_p95_pct: Option<f64>,
+    /// 95th percentile of this device's utilization, read from 0.1% bins (the comparison's
+    /// `util_p95_pct` is exact, over the samples of all devices of a phase). Written as
+    /// `util_p95_pct` before; that name is still read.
+    #[serde(alias = "util_p95_pct")]
+    pub util_p95_binned_pct: Option<f64>,
     /// Share of samples with utilization under 5%.
     pub idle_fraction: Option<f64>,
     pub mem_peak_mib: Option<f64>,

@@ -11,6 +11,8 @@ use clap::Args;
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use serde::Serialize;
 
+use crate::support::cli::print_line;
+
 pub use checks::{all_checks, Check};
 
 pub const AFTER_HELP: &str = "Examples:
@@ -129,17 +131,17 @@ pub async fn run_cli(args: SelfTestArgs, _quiet: bool) -> Result<crate::ExitStat
         }]);
     if args.json {
         for o in &outcomes {
-            println!("{}", serde_json::to_string(o).unwrap_or_default());
+            print_line(&serde_json::to_string(o).unwrap_or_default());
         }
     } else {
-        println!("{}", render_table(&outcomes));
+        print_line(&render_table(&outcomes));
         let failed = outcomes.iter().filter(|o| !o.passed).count();
-        println!(
+        print_line(&format!(
             "{}: {} of {} checks passed (device opened in {open_ms:.0} ms)",
             args.device.trim(),
             outcomes.len() - failed,
             outcomes.len()
-        );
+        ));
     }
     Ok(if outcomes.iter().all(|o| o.passed) { crate::ExitStatus::Success } else { crate::ExitStatus::CheckFailed })
 }

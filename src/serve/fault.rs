@@ -45,7 +45,7 @@ impl Faults {
                 "panic-on-prompt" => f.panic_on_prompt = Some(arg.to_string()),
                 "panic-in-step" => f.panic_in_step = Some(arg.to_string()),
                 "panic-in-handler" => f.panic_in_handler = Some(arg.to_string()),
-                "load-delay" => f.load_delay = Some(crate::util::parse_duration(arg).map_err(|e| format!("{ENV}: load-delay: {e}"))?),
+                "load-delay" => f.load_delay = Some(crate::support::cli::parse_duration(arg).map_err(|e| format!("{ENV}: load-delay: {e}"))?),
                 "sse-padding" => f.sse_padding = Some(arg.parse().map_err(|_| format!("{ENV}: sse-padding: `{arg}` is not a number of bytes"))?),
                 _ => {
                     return Err(format!(

@@ -153,7 +153,7 @@ pub fn load_into(state: &AppState, source: &ModelSource, device: &candle_core::D
 pub async fn shutdown_signal(state: AppState) {
     let requested = state.shutdown_requested();
     tokio::select! {
-        _ = crate::util::stop_signal() => {},
+        _ = crate::support::cli::stop_signal() => {},
         _ = requested => {},
     }
     eprintln!("gpubench serve: shutting down (no new requests; in-flight ones may finish)");

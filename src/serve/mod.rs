@@ -123,7 +123,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub stream_stall_timeout: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish before they are cut.
-    #[arg(long, default_value = "10s", value_parser = crate::util::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::support::cli::parse_duration)]
     pub shutdown_grace: Duration,
 }
 
@@ -142,7 +142,7 @@ impl ServeArgs {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match crate::util::parse_duration(s)? {
+    match crate::support::cli::parse_duration(s)? {
         d if d.is_zero() => Err(format!("`{s}`: a timeout must be above 0; write e.g. 10s")),
         d => Ok(d),
     }
@@ -168,7 +168,7 @@ pub enum ServeError {
     #[error("cannot listen on {addr}: {source}; pick another --port or --host")]
     Bind { addr: String, source: std::io::Error },
     #[error(transparent)]
-    Provision(#[from] crate::models::ModelError),
+    Provision(#[from] crate::default_model::ModelError),
 }
 
 impl crate::Failure for ServeError {
@@ -216,10 +216,10 @@ pub fn model_source(args: &ServeArgs, quiet: bool) -> Result<(ModelSource, Strin
     }
     let (path, default) = match &args.model {
         Some(p) => (p.clone(), false),
-        None => (crate::models::ensure_default_model(quiet)?, true),
+        None => (crate::default_model::ensure_default_model(quiet)?, true),
     };
     let name = if default {
-        crate::models::DEFAULT_MODEL_NAME.to_string()
+        crate::default_model::DEFAULT_MODEL_NAME.to_string()
     } else {
         let stem = if path.is_dir() { path.file_name() } else { path.file_stem() };
         stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())

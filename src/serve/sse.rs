@@ -35,7 +35,7 @@ where
     F: Fn(&str, Option<&str>) -> serde_json::Value + Send + Sync + 'static,
     U: Fn(usize, usize) -> serde_json::Value + Send + Sync + 'static,
 {
-    struct St<F, U> {
+    struct StreamState<F, U> {
         rx: UnboundedReceiver<Event>,
         _slot: Slot,
         chunk: F,
@@ -44,7 +44,7 @@ where
         include_usage: bool,
         phase: StreamPhase,
     }
-    let st = St { rx, _slot: slot, chunk, usage_chunk, first, include_usage, phase: StreamPhase::First };
+    let st = StreamState { rx, _slot: slot, chunk, usage_chunk, first, include_usage, phase: StreamPhase::First };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
             match std::mem::replace(&mut st.phase, StreamPhase::Body) {

@@ -307,13 +307,13 @@ mod spm_tests {
     use super::*;
 
     /// A small SentencePiece vocabulary (byte fallback, scored pieces, control tokens) and the ids
-    /// llama.cpp's `llama-tokenize` gives for it (`tests/fixtures/spm-reference.json`).
+    /// llama.cpp's `llama-tokenize` gives for it (`fixtures/spm-reference.json`).
     #[test]
     fn sentencepiece_gguf_matches_llama_cpp() {
-        let bytes = include_bytes!("../../tests/fixtures/spm-vocab.gguf");
+        let bytes = include_bytes!("../../fixtures/spm-vocab.gguf");
         let content = gguf_file::Content::read(&mut std::io::Cursor::new(&bytes[..])).unwrap();
         let tk = TextTokenizer::from_gguf(&content).unwrap();
-        let reference: serde_json::Value = serde_json::from_str(include_str!("../../tests/fixtures/spm-reference.json")).unwrap();
+        let reference: serde_json::Value = serde_json::from_str(include_str!("../../fixtures/spm-reference.json")).unwrap();
         let cases = reference["cases"].as_array().unwrap();
         assert!(cases.len() >= 10);
         for case in cases {
@@ -353,7 +353,7 @@ mod spm_tests {
     /// A role marker typed inside message content stays text: its tokens, not the control id.
     #[test]
     fn control_tokens_in_plain_parts_are_text() {
-        let bytes = include_bytes!("../../tests/fixtures/spm-vocab.gguf");
+        let bytes = include_bytes!("../../fixtures/spm-vocab.gguf");
         let content = gguf_file::Content::read(&mut std::io::Cursor::new(&bytes[..])).unwrap();
         let tk = TextTokenizer::from_gguf(&content).unwrap();
         let eos = tk.token_to_id("</s>").unwrap();

@@ -46,9 +46,9 @@ impl FakeEngine {
         FakeEngine { shared, server: AxumThread::start(app) }
     }
 
-    /// Reads a committed sample of `tests/fixtures/exposition/`.
+    /// Reads a committed sample of `fixtures/exposition/`.
     pub fn fixture(name: &str) -> String {
-        std::fs::read_to_string(super::repo_path(&format!("tests/fixtures/exposition/{name}"))).unwrap()
+        std::fs::read_to_string(super::repo_path(&format!("fixtures/exposition/{name}"))).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -12,7 +12,7 @@ pub fn binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LLAMA_SERVER").map(PathBuf::from) {
         return p.is_file().then_some(p);
     }
-    let cache = gpubench::models::cache_dir().ok()?;
+    let cache = gpubench::default_model::cache_dir().ok()?;
     let p = cache.join("peers/llama.cpp-0.3.36/bin/llama-server");
     p.is_file().then_some(p)
 }
@@ -30,7 +30,7 @@ impl LlamaServer {
             eprintln!("skipped: llama-server is not built (run .ci/setup-llama-server.sh, or set LLAMA_SERVER)");
             return None;
         };
-        let model = gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+        let model = gpubench::default_model::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(bin)
             .arg("-m")

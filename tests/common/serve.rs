@@ -16,7 +16,7 @@ impl Server {
     /// Starts the server on the default model with `env` set and returns once it prints its
     /// address (the model may still be loading).
     pub fn spawn(env: &[(&str, &str)], extra: &[&str]) -> Server {
-        gpubench::models::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
+        gpubench::default_model::ensure_default_model(true).expect("default model (see .ci/setup-serve.sh)");
         let mut child = Command::new(assert_cmd::cargo::cargo_bin!("gpubench"))
             .args(["serve", "--port", "0", "--threads", "2"])
             .args(extra)
@@ -67,8 +67,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        gpubench::support::process::stop_child(&mut self.child, Duration::ZERO);
     }
 }
 
@@ -87,5 +86,24 @@ pub fn get(url: &str) -> (u16, Value) {
             }
             Err(_) => (0, Value::Null),
         }
+    })
+}
+
+/// POST `body` as JSON: status and the JSON answer (null where it is not JSON).
+pub fn post(url: &str, body: &Value) -> (u16, Value) {
+    rt().block_on(async {
+        let r = reqwest::Client::new().post(url).json(body).timeout(Duration::from_secs(120)).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// POST `body` as JSON: status and the `data:` payloads of the SSE answer.
+pub fn post_stream(url: &str, body: &Value) -> (u16, Vec<String>) {
+    rt().block_on(async {
+        let r = reqwest::Client::new().post(url).json(body).timeout(Duration::from_secs(120)).send().await.unwrap();
+        let s = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (s, text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect())
     })
 }

@@ -10,16 +10,19 @@ use candle_core::{Device, Tensor};
 use gpubench_cpu::quant::{quantize_q8_0, BlockQ4_1, BlockQ8_0, Linear, Weights, QK};
 pub use gpubench_cpu::{set_threads, CpuLayer, CpuLlama, KvCache, LlamaConfig, Span};
 
+use super::names::Naming;
+
 /// Whether the CPU kernels serve CPU models (`GPUBENCH_CPU_BACKEND=candle` selects candle's
 /// generic CPU path instead, for comparisons).
 pub fn enabled() -> bool {
     std::env::var("GPUBENCH_CPU_BACKEND").map(|v| v != "candle").unwrap_or(true)
 }
 
-type R<T> = Result<T, String>;
+/// Building the CPU model: errors are messages naming the tensor.
+type BuildResult<T> = Result<T, String>;
 
 /// A GGUF matrix (rows = outputs) in the CPU kernels' format.
-pub fn linear_from_qtensor(qt: &QTensor, name: &str) -> R<Linear> {
+pub fn linear_from_qtensor(qt: &QTensor, name: &str) -> BuildResult<Linear> {
     let dims = qt.shape().dims();
     let &[rows, cols] = dims else { return Err(format!("{name}: expected a matrix, got shape {dims:?}")) };
     let err = |e: candle_core::Error| format!("{name}: {e}");
@@ -69,14 +72,14 @@ pub fn linear_from_qtensor(qt: &QTensor, name: &str) -> R<Linear> {
 }
 
 /// A Hugging Face matrix as f32.
-pub fn linear_from_tensor(t: &Tensor, name: &str) -> R<Linear> {
+pub fn linear_from_tensor(t: &Tensor, name: &str) -> BuildResult<Linear> {
     let &[rows, cols] = t.dims() else { return Err(format!("{name}: expected a matrix, got shape {:?}", t.dims())) };
     let values = t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()).map_err(|e| format!("{name}: {e}"))?;
     Ok(Linear { rows, cols, w: Weights::F32(values) })
 }
 
 /// Stacks projections that share their input; mixed formats are brought to Q8_0 first.
-fn fuse(parts: Vec<Linear>, name: &str) -> R<Linear> {
+fn fuse(parts: Vec<Linear>, name: &str) -> BuildResult<Linear> {
     let same = parts.windows(2).all(|w| w[0].format() == w[1].format());
     let parts = if same {
         parts
@@ -93,12 +96,12 @@ fn fuse(parts: Vec<Linear>, name: &str) -> R<Linear> {
                 }
                 Ok(Linear { rows: p.rows, cols: p.cols, w: Weights::Q8_0(quantize_q8_0(&values)) })
             })
-            .collect::<R<Vec<_>>>()?
+            .collect::<BuildResult<Vec<_>>>()?
     };
     Linear::stack(parts).ok_or_else(|| format!("{name}: projections of different widths"))
 }
 
-fn check(l: &Linear, rows: usize, cols: usize, name: &str) -> R<()> {
+fn check(l: &Linear, rows: usize, cols: usize, name: &str) -> BuildResult<()> {
     if (l.rows, l.cols) != (rows, cols) {
         return Err(format!("{name}: shape {}x{} where the config says {rows}x{cols}", l.rows, l.cols));
     }
@@ -119,7 +122,7 @@ pub struct LayerParts {
 }
 
 /// Assembles the model, checking every shape against the config.
-pub fn assemble(cfg: LlamaConfig, embed: Linear, parts: Vec<LayerParts>, norm: Vec<f32>, lm_head: Option<Linear>) -> R<CpuLlama> {
+pub fn assemble(cfg: LlamaConfig, embed: Linear, parts: Vec<LayerParts>, norm: Vec<f32>, lm_head: Option<Linear>) -> BuildResult<CpuLlama> {
     let (h, i) = (cfg.hidden, cfg.intermediate);
     let (qd, kvd) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
     check(&embed, cfg.vocab, h, "token embedding")?;
@@ -154,60 +157,58 @@ pub fn assemble(cfg: LlamaConfig, embed: Linear, parts: Vec<LayerParts>, norm: V
 }
 
 /// Builds the model from a GGUF file's tensors (`read` returns one by name).
-pub fn from_gguf(cfg: LlamaConfig, read: &mut dyn FnMut(&str) -> R<QTensor>, has_output: bool) -> R<CpuLlama> {
-    let vector = |qt: QTensor, name: &str| -> R<Vec<f32>> {
+pub fn from_gguf(cfg: LlamaConfig, read: &mut dyn FnMut(&str) -> BuildResult<QTensor>, has_output: bool) -> BuildResult<CpuLlama> {
+    let vector = |qt: QTensor, name: &str| -> BuildResult<Vec<f32>> {
         qt.dequantize(&Device::Cpu).and_then(|t| t.flatten_all()?.to_vec1::<f32>()).map_err(|e| format!("{name}: {e}"))
     };
-    let embed = linear_from_qtensor(&read("token_embd.weight")?, "token_embd.weight")?;
+    let names = Naming::Gguf;
+    let embed = linear_from_qtensor(&read(names.embed())?, names.embed())?;
     let mut parts = Vec::with_capacity(cfg.layers);
     for i in 0..cfg.layers {
-        let mut lin = |n: &str| -> R<Linear> {
-            let name = format!("blk.{i}.{n}.weight");
-            linear_from_qtensor(&read(&name)?, &name)
-        };
-        let (q, k, v, o) = (lin("attn_q")?, lin("attn_k")?, lin("attn_v")?, lin("attn_output")?);
-        let (gate, up, down) = (lin("ffn_gate")?, lin("ffn_up")?, lin("ffn_down")?);
-        let an = format!("blk.{i}.attn_norm.weight");
-        let fnm = format!("blk.{i}.ffn_norm.weight");
-        let attn_norm = vector(read(&an)?, &an)?;
-        let ffn_norm = vector(read(&fnm)?, &fnm)?;
+        let n = names.layer(i);
+        let mut lin = |name: &str| -> BuildResult<Linear> { linear_from_qtensor(&read(name)?, name) };
+        let (q, k, v, o) = (lin(&n.q)?, lin(&n.k)?, lin(&n.v)?, lin(&n.o)?);
+        let (gate, up, down) = (lin(&n.gate)?, lin(&n.up)?, lin(&n.down)?);
+        let attn_norm = vector(read(&n.attn_norm)?, &n.attn_norm)?;
+        let ffn_norm = vector(read(&n.ffn_norm)?, &n.ffn_norm)?;
         parts.push(LayerParts { attn_norm, q, k, v, o, ffn_norm, gate, up, down });
     }
-    let norm = vector(read("output_norm.weight")?, "output_norm.weight")?;
-    let lm_head = if has_output { Some(linear_from_qtensor(&read("output.weight")?, "output.weight")?) } else { None };
+    let norm = vector(read(names.norm())?, names.norm())?;
+    let lm_head = if has_output { Some(linear_from_qtensor(&read(names.lm_head())?, names.lm_head())?) } else { None };
     assemble(cfg, embed, parts, norm, lm_head)
 }
 
 /// Builds the model from Hugging Face tensors (`get` returns one by name, any float dtype).
-pub fn from_hf(cfg: LlamaConfig, get: &dyn Fn(&str) -> R<Tensor>, tied: bool) -> R<CpuLlama> {
+pub fn from_hf(cfg: LlamaConfig, get: &dyn Fn(&str) -> BuildResult<Tensor>, tied: bool) -> BuildResult<CpuLlama> {
     let lin = |name: &str| linear_from_tensor(&get(name)?, name);
-    let vector = |name: &str| -> R<Vec<f32>> {
+    let vector = |name: &str| -> BuildResult<Vec<f32>> {
         get(name)?.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()).map_err(|e| format!("{name}: {e}"))
     };
-    let embed = lin("model.embed_tokens.weight")?;
+    let names = Naming::HuggingFace;
+    let embed = lin(names.embed())?;
     let mut parts = Vec::with_capacity(cfg.layers);
     for i in 0..cfg.layers {
-        let p = format!("model.layers.{i}");
+        let n = names.layer(i);
         parts.push(LayerParts {
-            attn_norm: vector(&format!("{p}.input_layernorm.weight"))?,
-            q: lin(&format!("{p}.self_attn.q_proj.weight"))?,
-            k: lin(&format!("{p}.self_attn.k_proj.weight"))?,
-            v: lin(&format!("{p}.self_attn.v_proj.weight"))?,
-            o: lin(&format!("{p}.self_attn.o_proj.weight"))?,
-            ffn_norm: vector(&format!("{p}.post_attention_layernorm.weight"))?,
-            gate: lin(&format!("{p}.mlp.gate_proj.weight"))?,
-            up: lin(&format!("{p}.mlp.up_proj.weight"))?,
-            down: lin(&format!("{p}.mlp.down_proj.weight"))?,
+            attn_norm: vector(&n.attn_norm)?,
+            q: lin(&n.q)?,
+            k: lin(&n.k)?,
+            v: lin(&n.v)?,
+            o: lin(&n.o)?,
+            ffn_norm: vector(&n.ffn_norm)?,
+            gate: lin(&n.gate)?,
+            up: lin(&n.up)?,
+            down: lin(&n.down)?,
         });
     }
-    let norm = vector("model.norm.weight")?;
-    let lm_head = if tied { None } else { Some(lin("lm_head.weight")?) };
+    let norm = vector(names.norm())?;
+    let lm_head = if tied { None } else { Some(lin(names.lm_head())?) };
     assemble(cfg, embed, parts, norm, lm_head)
 }
 
 /// Random weights in the default model's formats (Q4_1 layers, Q8_0 embedding), for speed
 /// measurements of an architecture whose weights are not at hand.
-pub fn random(cfg: LlamaConfig, tied: bool) -> R<CpuLlama> {
+pub fn random(cfg: LlamaConfig, tied: bool) -> BuildResult<CpuLlama> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         state ^= state << 13;

@@ -5,7 +5,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
 use super::candle::{Layer, Llama};
-use super::load::{bad, ce, LoadOptions};
+use super::load::{bad, candle_error, LoadOptions};
 use super::{cpu, LlamaConfig, LoadedModel, Model};
 use crate::serve::template::ChatTemplate;
 use crate::serve::tokenizer::TextTokenizer;
@@ -128,9 +128,9 @@ pub(super) fn load_dummy(arch: Arch, device: &Device, opts: &LoadOptions) -> Res
 /// A llama of shape `cfg` with random weights in `dtype` on candle.
 pub(crate) fn random_llama(cfg: LlamaConfig, tied: bool, dtype: DType, device: &Device) -> Result<Llama, ServeError> {
     let rnd = |rows: usize, cols: usize| -> Result<Tensor, ServeError> {
-        Tensor::randn(0f32, 0.02, (rows, cols), device).and_then(|t| t.to_dtype(dtype)).map_err(ce("random weights"))
+        Tensor::randn(0f32, 0.02, (rows, cols), device).and_then(|t| t.to_dtype(dtype)).map_err(candle_error("random weights"))
     };
-    let ones = |n: usize| Tensor::ones(n, dtype, device).map_err(ce("random weights"));
+    let ones = |n: usize| Tensor::ones(n, dtype, device).map_err(candle_error("random weights"));
     let (h, i, qd, kd) = (cfg.hidden, cfg.intermediate, cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
     let embed = rnd(cfg.vocab, h)?;
     let mut layers = Vec::with_capacity(cfg.layers);
@@ -149,7 +149,7 @@ pub(crate) fn random_llama(cfg: LlamaConfig, tied: bool, dtype: DType, device: &
     }
     let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { QMatMul::Tensor(rnd(cfg.vocab, h)?) };
     let norm = ones(h)?;
-    Llama::new(cfg, embed, layers, norm, lm_head, dtype, device.clone()).map_err(ce("rotary tables"))
+    Llama::new(cfg, embed, layers, norm, lm_head, dtype, device.clone()).map_err(candle_error("rotary tables"))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::candle::{Layer, Llama};
 pub use super::dummy::{Arch, WeightDtype};
+use super::names::Naming;
 use super::{cpu, LlamaConfig, Model};
 use crate::serve::template::ChatTemplate;
 use crate::serve::tokenizer::TextTokenizer;
@@ -57,7 +58,8 @@ pub(super) fn bad(msg: impl Into<String>) -> ServeError {
     ServeError::Model(msg.into())
 }
 
-pub(super) fn ce(context: &str) -> impl Fn(candle_core::Error) -> ServeError + '_ {
+/// Turns a candle error into a model error naming what was being read or built.
+pub(super) fn candle_error(context: &str) -> impl Fn(candle_core::Error) -> ServeError + '_ {
     move |e| ServeError::Model(format!("{context}: {e}"))
 }
 
@@ -126,8 +128,8 @@ fn load_gguf(path: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedM
     let eos = token_str(tokenizer.eos_ids.first().copied());
     let template = ChatTemplate::new(template_src.as_deref(), &bos, &eos)?;
     let layers_n = get("block_count")? as usize;
-    let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(ce(name));
-    let embed_q = read("token_embd.weight")?;
+    let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(candle_error(name));
+    let embed_q = read(Naming::Gguf.embed())?;
     let vocab = embed_q.shape().dims().first().copied().unwrap_or(0);
     if let Some(n) = tokens.map(Vec::len).filter(|&n| n > vocab) {
         return Err(bad(format!("tokenizer.ggml.tokens holds {n} tokens, more than the {vocab} rows of token_embd.weight (the file is broken)")));
@@ -148,8 +150,8 @@ fn load_gguf(path: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedM
     };
     let mut cfg = cfg;
     if content.tensor_infos.contains_key("rope_freqs.weight") {
-        let t = content.tensor(&mut file, "rope_freqs.weight", &Device::Cpu).map_err(ce("rope_freqs.weight"))?;
-        let k = t.dequantize(&Device::Cpu).and_then(|t| t.flatten_all()?.to_vec1::<f32>()).map_err(ce("rope_freqs.weight"))?;
+        let t = content.tensor(&mut file, "rope_freqs.weight", &Device::Cpu).map_err(candle_error("rope_freqs.weight"))?;
+        let k = t.dequantize(&Device::Cpu).and_then(|t| t.flatten_all()?.to_vec1::<f32>()).map_err(candle_error("rope_freqs.weight"))?;
         if k.len() != cfg.head_dim / 2 {
             return Err(bad(format!("rope_freqs.weight has {} values for a head size of {}", k.len(), cfg.head_dim)));
         }
@@ -157,35 +159,30 @@ fn load_gguf(path: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedM
     }
     if opts.cpu_kernels(device, DType::F32) {
         drop(embed_q);
-        let has_output = content.tensor_infos.contains_key("output.weight");
+        let has_output = content.tensor_infos.contains_key(Naming::Gguf.lm_head());
         let mut read = |name: &str| content.tensor(&mut file, name, &Device::Cpu).map_err(|e| format!("{name}: {e}"));
         let m = cpu::from_gguf(cfg.clone(), &mut read, has_output).map_err(bad)?;
         return Ok(LoadedModel { model: Model::cpu(m, cfg), tokenizer, template, dummy: false });
     }
-    let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(ce(name));
-    let embed = embed_q.dequantize(device).map_err(ce("token_embd.weight"))?;
+    let mut read = |name: &str| content.tensor(&mut file, name, device).map_err(candle_error(name));
+    let embed = embed_q.dequantize(device).map_err(candle_error(Naming::Gguf.embed()))?;
     let mut layers = Vec::with_capacity(layers_n);
     for i in 0..layers_n {
-        let mut q = |n: &str| -> Result<QMatMul, ServeError> {
-            let name = format!("blk.{i}.{n}.weight");
-            QMatMul::from_qtensor(read(&name)?).map_err(ce(&name))
-        };
-        let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
-        let (w_gate, w_up, w_down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
-        let mut norm = |n: &str| -> Result<Tensor, ServeError> {
-            let name = format!("blk.{i}.{n}.weight");
-            read(&name)?.dequantize(device).map_err(ce(&name))
-        };
-        let (attn_norm, ffn_norm) = (norm("attn_norm")?, norm("ffn_norm")?);
+        let n = Naming::Gguf.layer(i);
+        let mut q = |name: &str| -> Result<QMatMul, ServeError> { QMatMul::from_qtensor(read(name)?).map_err(candle_error(name)) };
+        let (wq, wk, wv, wo) = (q(&n.q)?, q(&n.k)?, q(&n.v)?, q(&n.o)?);
+        let (w_gate, w_up, w_down) = (q(&n.gate)?, q(&n.up)?, q(&n.down)?);
+        let mut norm = |name: &str| -> Result<Tensor, ServeError> { read(name)?.dequantize(device).map_err(candle_error(name)) };
+        let (attn_norm, ffn_norm) = (norm(&n.attn_norm)?, norm(&n.ffn_norm)?);
         layers.push(Layer { attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down });
     }
-    let norm = read("output_norm.weight")?.dequantize(device).map_err(ce("output_norm.weight"))?;
-    let lm_head = if content.tensor_infos.contains_key("output.weight") {
-        QMatMul::from_qtensor(read("output.weight")?).map_err(ce("output.weight"))?
+    let norm = read(Naming::Gguf.norm())?.dequantize(device).map_err(candle_error(Naming::Gguf.norm()))?;
+    let lm_head = if content.tensor_infos.contains_key(Naming::Gguf.lm_head()) {
+        QMatMul::from_qtensor(read(Naming::Gguf.lm_head())?).map_err(candle_error(Naming::Gguf.lm_head()))?
     } else {
-        QMatMul::from_qtensor(embed_q).map_err(ce("token_embd.weight"))?
+        QMatMul::from_qtensor(embed_q).map_err(candle_error(Naming::Gguf.embed()))?
     };
-    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, DType::F32, device.clone()).map_err(ce("rotary tables"))?);
+    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, DType::F32, device.clone()).map_err(candle_error("rotary tables"))?);
     Ok(LoadedModel { model, tokenizer, template, dummy: false })
 }
 
@@ -230,9 +227,9 @@ fn load_hf(dir: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedMode
         return Err(bad(format!("{} holds no *.safetensors files", dir.display())));
     }
     // SAFETY: the files are memory-mapped read-only; they must not change while we load them.
-    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(ce("safetensors"))?;
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(candle_error("safetensors"))?;
     let get = |name: &str| -> Result<Tensor, ServeError> {
-        st.load(name, device).and_then(|t| t.to_dtype(dtype)).map_err(ce(name))
+        st.load(name, device).and_then(|t| t.to_dtype(dtype)).map_err(candle_error(name))
     };
     let tokenizer = TextTokenizer::from_hf_folder(dir, &c)?;
     let tc: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
@@ -251,25 +248,25 @@ fn load_hf(dir: &Path, device: &Device, opts: &LoadOptions) -> Result<LoadedMode
         return Ok(LoadedModel { model: Model::cpu(m, cfg), tokenizer, template, dummy: false });
     }
     let lin = |name: &str| -> Result<QMatMul, ServeError> { Ok(QMatMul::Tensor(get(name)?)) };
-    let embed = get("model.embed_tokens.weight")?;
+    let embed = get(Naming::HuggingFace.embed())?;
     let mut layers = Vec::with_capacity(cfg.layers);
     for i in 0..cfg.layers {
-        let p = format!("model.layers.{i}");
+        let n = Naming::HuggingFace.layer(i);
         layers.push(Layer {
-            attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
-            wq: lin(&format!("{p}.self_attn.q_proj.weight"))?,
-            wk: lin(&format!("{p}.self_attn.k_proj.weight"))?,
-            wv: lin(&format!("{p}.self_attn.v_proj.weight"))?,
-            wo: lin(&format!("{p}.self_attn.o_proj.weight"))?,
-            ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
-            w_gate: lin(&format!("{p}.mlp.gate_proj.weight"))?,
-            w_up: lin(&format!("{p}.mlp.up_proj.weight"))?,
-            w_down: lin(&format!("{p}.mlp.down_proj.weight"))?,
+            attn_norm: get(&n.attn_norm)?,
+            wq: lin(&n.q)?,
+            wk: lin(&n.k)?,
+            wv: lin(&n.v)?,
+            wo: lin(&n.o)?,
+            ffn_norm: get(&n.ffn_norm)?,
+            w_gate: lin(&n.gate)?,
+            w_up: lin(&n.up)?,
+            w_down: lin(&n.down)?,
         });
     }
-    let norm = get("model.norm.weight")?;
-    let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { lin("lm_head.weight")? };
-    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, dtype, device.clone()).map_err(ce("rotary tables"))?);
+    let norm = get(Naming::HuggingFace.norm())?;
+    let lm_head = if tied { QMatMul::Tensor(embed.clone()) } else { lin(Naming::HuggingFace.lm_head())? };
+    let model = Model::candle(Llama::new(cfg, embed, layers, norm, lm_head, dtype, device.clone()).map_err(candle_error("rotary tables"))?);
     Ok(LoadedModel { model, tokenizer, template, dummy: false })
 }
 

@@ -10,6 +10,7 @@ mod gguf_check;
 pub mod cpu;
 mod kv;
 mod load;
+mod names;
 mod step;
 
 pub use candle::ops as candle_ops;

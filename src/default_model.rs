@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
+use crate::support::fs::sha256_file;
 
 /// The default model as it is known to users and in API responses.
 pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct-Q4_1";
@@ -87,7 +87,7 @@ fn is_cached(target: &Path) -> bool {
         _ => match sha256_file(target) {
             Ok(sum) if sum == DEFAULT_MODEL_SHA256 => {
                 if let Some(text) = stamp_text(target) {
-                    let _ = crate::report::write_atomically(&stamp, text.as_bytes());
+                    let _ = crate::support::fs::write_atomically(&stamp, text.as_bytes());
                 }
                 true
             }
@@ -160,7 +160,7 @@ fn download_into(work: &Path, target: &Path, quiet: bool) -> Result<(), ModelErr
     }
     std::fs::rename(&partial, target).map_err(|source| ModelError::Cache { path: target.to_path_buf(), source })?;
     if let Some(text) = stamp_text(target) {
-        let _ = crate::report::write_atomically(&stamp_path(target), text.as_bytes());
+        let _ = crate::support::fs::write_atomically(&stamp_path(target), text.as_bytes());
     }
     if !quiet {
         eprintln!("Model ready: {} (sha256 verified)", target.display());
@@ -168,33 +168,9 @@ fn download_into(work: &Path, target: &Path, quiet: bool) -> Result<(), ModelErr
     Ok(())
 }
 
-/// Hex sha256 of a file.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha256_of_known_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x");
-        std::fs::write(&p, b"abc").unwrap();
-        assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    }
 
     #[test]
     fn pip_fetches_a_built_wheel_only_and_nothing_else() {
