@@ -345,30 +345,15 @@ async fn run_phase(
     let mut urls = Vec::new();
     for k in 0..count {
         // Port 0: the server picks a free port and says which, so no other listener is measured.
-        let mut serve_args: Vec<String> = vec![
-            "serve".into(),
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            "0".into(),
-            "--device".into(),
-            args.device().to_string(),
-            "--threads".into(),
-            threads.to_string(),
-            "--max-batch-size".into(),
-            batch.to_string(),
-        ];
-        if let Some(m) = &args.model {
-            serve_args.push("--model".into());
-            serve_args.push(m.display().to_string());
+        let serve_args = crate::serve::child::ServeChild {
+            device: args.device().to_string(),
+            threads,
+            max_batch_size: batch,
+            model: args.model.clone(),
+            dummy_arch: args.dummy_arch,
+            gpu_memory_fraction: (phase == Phase::Sharing && args.device().starts_with("cuda")).then(|| 0.95 / count as f64),
         }
-        if let Some(arch) = args.dummy_arch {
-            serve_args.extend(["--load-format".into(), "dummy".into(), "--arch".into(), arch.name().into()]);
-        }
-        if phase == Phase::Sharing && args.device().starts_with("cuda") {
-            serve_args.push("--gpu-memory-fraction".into());
-            serve_args.push(format!("{:.2}", 0.95 / count as f64));
-        }
+        .args();
         let log = settings.out_dir.join("logs").join(format!("{name}-serve-{k}.log"));
         let mut server = ChildProcess::start(&format!("{name} server {k}"), &settings.exe, &serve_args, &log)?;
         // Servers start one after the other so that only the first provisions the model.
@@ -387,14 +372,13 @@ async fn run_phase(
     say(quiet, &format!("    {count} server(s) ready: {}", urls.join(" ")));
 
     let metrics_csv = settings.out_dir.join(format!("{name}-metrics.csv"));
-    let metrics_args: Vec<String> = [
-        "metrics", "--source", if args.device().starts_with("cuda") { "nvml" } else { "cpu" }, "--interval", "500ms",
-        "--duration", "6h", "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([metrics_csv.display().to_string()])
-    .collect();
+    let metrics_args = crate::metrics::child::MetricsChild {
+        source: if args.device().starts_with("cuda") { "nvml" } else { "cpu" }.into(),
+        interval: Duration::from_millis(500),
+        duration: Duration::from_secs(6 * 3600),
+        out: metrics_csv.clone(),
+    }
+    .args();
     let log = settings.out_dir.join("logs").join(format!("{name}-metrics.log"));
     let mut sampler = ChildProcess::start(&format!("{name} sampler"), &settings.exe, &metrics_args, &log)?;
 
@@ -417,27 +401,13 @@ async fn sweep(
     cancel: &CancellationToken,
     quiet: bool,
 ) -> Result<(), BenchError> {
-    let mut flags: Vec<String> = Vec::new();
-    for u in urls {
-        flags.push("--url".into());
-        flags.push(u.clone());
-    }
-    let concurrency: Vec<String> = settings.concurrency.iter().map(u32::to_string).collect();
-    flags.extend([
-        "--concurrency".into(),
-        concurrency.join(","),
-        "--duration".into(),
-        format!("{}ms", settings.point.as_millis()),
-        "--warmup".into(),
-        "1".into(),
-        "--max-tokens".into(),
-        settings.max_tokens.to_string(),
-        "--timeout".into(),
-        "180s".into(),
-        "--label".into(),
-        label.into(),
-    ]);
-    let args = LoadTestArgs::from_flags(&flags)?;
+    let mut args = LoadTestArgs::for_urls(urls)?;
+    args.concurrency = settings.concurrency.clone();
+    args.duration = Some(settings.point);
+    args.warmup = Some(loadtest::Warmup::Requests(1));
+    args.max_tokens = settings.max_tokens;
+    args.timeout = Duration::from_secs(180);
+    args.label = Some(label.into());
     let plan = loadtest::prepare(&args).await?;
     let reports = loadtest::run_all(&plan, cancel, settings.display).await?.0;
     if !quiet {

@@ -1,6 +1,7 @@
 //! `gpubench metrics`: samples GPUs (NVML), the CPU, a Prometheus server or a recording,
 //! for a duration or while a command runs, into a CSV series and a JSON summary.
 
+pub mod child;
 mod output;
 pub mod sampling;
 pub mod summary;

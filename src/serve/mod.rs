@@ -1,6 +1,7 @@
 //! `gpubench serve`: an LLM inference server with continuous batching, the seed's `/generate`
 //! API and the OpenAI API, running llama-family models through candle.
 
+pub mod child;
 mod auth;
 mod conn;
 pub mod engine;
