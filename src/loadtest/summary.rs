@@ -66,33 +66,7 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
     let per_s = |n: u64| if window_s > 0.0 { round(n as f64 / window_s, 3) } else { 0.0 };
     let open = matches!(ctx.point, Point::Open { .. });
 
-    let mut warnings = Vec::new();
-    if r.count_mismatches > 0 {
-        warnings.push(format!(
-            "{} answers: the server's usage.completion_tokens differs from the number of streamed chunks; the server's count is used",
-            r.count_mismatches
-        ));
-    }
-    if r.ok > 0 && r.answers_with_output_count == 0 {
-        warnings.push("the server reported no output token counts and the answers were not streamed: output tokens/s is unknown (use --stream or an API that reports usage)".into());
-    } else if r.answers_with_output_count < r.ok {
-        warnings.push(format!("{} of {} answers had no output token count", r.ok - r.answers_with_output_count, r.ok));
-    }
-    if r.ok > 0 && r.ttft.is_empty() && ctx.slo.as_ref().is_some_and(|s| s.ttft_ms.is_some() || s.tpot_ms.is_some()) {
-        warnings.push("a ttft or tpot SLO needs streamed answers (--stream): no request can meet it".into());
-    }
-    if r.unfinished > 0 {
-        warnings.push(format!("{} requests were still in flight when the run stopped and are counted as unfinished", r.unfinished));
-    }
-    if ctx.interrupted {
-        warnings.push("interrupted: this report is partial".into());
-    }
-    if ctx.cap_reached {
-        warnings.push(format!(
-            "the open loop reached its default cap of {} requests in flight: later requests waited (their wait is in the latency); set --max-concurrency to choose the cap",
-            super::driver::DEFAULT_OPEN_LOOP_CAP
-        ));
-    }
+    let warnings = warnings(&ctx, r);
     let sessions = ctx.sessions.then(|| SessionSummary {
         finished: r.sessions_finished,
         ttft_first_turn_ms: LatencySummary::from_micros(&r.ttft_first_turn),
@@ -193,6 +167,38 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         shard,
         merged_from: None,
     }
+}
+
+/// What a reader of the report should know about how the run went.
+fn warnings(ctx: &RunContext, r: &super::recorder::Recorder) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if r.count_mismatches > 0 {
+        warnings.push(format!(
+            "{} answers: the server's usage.completion_tokens differs from the number of streamed chunks; the server's count is used",
+            r.count_mismatches
+        ));
+    }
+    if r.ok > 0 && r.answers_with_output_count == 0 {
+        warnings.push("the server reported no output token counts and the answers were not streamed: output tokens/s is unknown (use --stream or an API that reports usage)".into());
+    } else if r.answers_with_output_count < r.ok {
+        warnings.push(format!("{} of {} answers had no output token count", r.ok - r.answers_with_output_count, r.ok));
+    }
+    if r.ok > 0 && r.ttft.is_empty() && ctx.slo.as_ref().is_some_and(|s| s.ttft_ms.is_some() || s.tpot_ms.is_some()) {
+        warnings.push("a ttft or tpot SLO needs streamed answers (--stream): no request can meet it".into());
+    }
+    if r.unfinished > 0 {
+        warnings.push(format!("{} requests were still in flight when the run stopped and are counted as unfinished", r.unfinished));
+    }
+    if ctx.interrupted {
+        warnings.push("interrupted: this report is partial".into());
+    }
+    if ctx.cap_reached {
+        warnings.push(format!(
+            "the open loop reached its default cap of {} requests in flight: later requests waited (their wait is in the latency); set --max-concurrency to choose the cap",
+            super::driver::DEFAULT_OPEN_LOOP_CAP
+        ));
+    }
+    warnings
 }
 
 fn client_check(ctx: &RunContext, outcome: &Outcome, window_s: f64) -> ClientCheck {
