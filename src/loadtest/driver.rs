@@ -435,6 +435,16 @@ async fn open_loop(shared: Arc<Shared>, shape: Shape, gaps: Gaps, max_concurrenc
     // Wait for the scheduler without blocking the runtime, then drain.
     let join = tokio::task::spawn_blocking(move || scheduler.join());
     let _ = join.await;
+    drain(&shared, &in_flight, &idle).await;
+    let mut merged = Recorder::new(shared.t0);
+    for s in shards.iter() {
+        merged.merge(&s.lock());
+    }
+    merged
+}
+
+/// Waits until no request is in flight, cancelling what is left once the drain time has passed.
+async fn drain(shared: &Shared, in_flight: &AtomicUsize, idle: &Notify) {
     let drain_deadline = Instant::now() + shared.limits.drain;
     loop {
         let notified = idle.notified();
@@ -449,11 +459,6 @@ async fn open_loop(shared: Arc<Shared>, shape: Shape, gaps: Gaps, max_concurrenc
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
-    let mut merged = Recorder::new(shared.t0);
-    for s in shards.iter() {
-        merged.merge(&s.lock());
-    }
-    merged
 }
 
 struct InFlight {

@@ -205,27 +205,7 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         top_p: args.top_p,
         extra: args.extra_body.clone().unwrap_or_default(),
     };
-    let mut exact = tokenizer.is_some();
-    let (mut items, prompt_source) = match &trace {
-        Some(t) => {
-            exact = false;
-            (t.items.clone(), format!("trace:{}", t.spec.file))
-        }
-        None => prompts(args, requests, tokenizer.as_deref(), &mut exact)?,
-    };
-    if let Some(p) = args.shared_prefix_tokens {
-        let prefixes = match tokenizer.as_deref().and_then(|tk| exact_prefixes(tk, p, args.prefix_groups, args.seed)) {
-            Some(exact) => exact,
-            None => {
-                exact = false;
-                workload::shared_prefixes(p, args.prefix_groups, args.seed)
-            }
-        };
-        items = with_shared_prefixes(items, &prefixes);
-    }
-    if let Some(spread) = args.output_tokens {
-        items = with_output_lengths(items, spread, requests, args.seed);
-    }
+    let (items, prompt_source, exact) = prompt_items(args, trace.as_ref(), requests, tokenizer.as_deref())?;
     let bodies: Vec<_> = items.iter().map(|item| build_body(api, model.as_deref(), item, &body_opts)).collect();
     let sessions = conversations.map(|conversations| {
         Arc::new(SessionSet {
@@ -311,6 +291,39 @@ fn check_shard(shard: Shard, points: &Points) -> Result<Option<u32>, LoadTestErr
         }
         Point::Open { .. } => Ok(None),
     }
+}
+
+/// Every distinct prompt, in request order: the trace's, the dataset's, synthetic or given,
+/// with shared prefixes and output lengths applied. Also says where they came from, and
+/// whether their lengths are exact (counted by the tokenizer).
+fn prompt_items(
+    args: &LoadTestArgs,
+    trace: Option<&trace::Trace>,
+    requests: Option<u64>,
+    tokenizer: Option<&PromptTokenizer>,
+) -> Result<(Vec<PromptItem>, String, bool), LoadTestError> {
+    let mut exact = tokenizer.is_some();
+    let (mut items, prompt_source) = match &trace {
+        Some(t) => {
+            exact = false;
+            (t.items.clone(), format!("trace:{}", t.spec.file))
+        }
+        None => prompts(args, requests, tokenizer, &mut exact)?,
+    };
+    if let Some(p) = args.shared_prefix_tokens {
+        let prefixes = match tokenizer.and_then(|tk| exact_prefixes(tk, p, args.prefix_groups, args.seed)) {
+            Some(exact) => exact,
+            None => {
+                exact = false;
+                workload::shared_prefixes(p, args.prefix_groups, args.seed)
+            }
+        };
+        items = with_shared_prefixes(items, &prefixes);
+    }
+    if let Some(spread) = args.output_tokens {
+        items = with_output_lengths(items, spread, requests, args.seed);
+    }
+    Ok((items, prompt_source, exact))
 }
 
 fn in_flight(p: &Point) -> usize {

@@ -187,29 +187,7 @@ async fn run_point(
     if let Some(v) = view {
         v.finish().await;
     }
-    let mut workload = plan.workload.clone();
-    match point {
-        Point::Closed { concurrency } => {
-            workload.mode = "closed".into();
-            workload.concurrency = Some(*concurrency);
-        }
-        Point::Throughput { concurrency } => {
-            workload.mode = "throughput".into();
-            workload.max_concurrency = Some(*concurrency);
-        }
-        Point::Open { shape, gaps, max_concurrency } => {
-            workload.mode = "open".into();
-            workload.rate = match shape {
-                Shape::Rate(r) => Some(*r),
-                _ => None,
-            };
-            workload.arrival = Some(match shape {
-                Shape::Trace(_) => "trace".into(),
-                _ => gaps.name().into(),
-            });
-            workload.max_concurrency = *max_concurrency;
-        }
-    }
+    let workload = point_workload(plan, point);
     let ctx = summary::RunContext {
         label,
         target: plan.target_desc.clone(),
@@ -234,6 +212,34 @@ async fn run_point(
         report.warnings.push(note.clone());
     }
     report
+}
+
+/// The plan's workload, as this point offered it.
+fn point_workload(plan: &Plan, point: &Point) -> crate::report::Workload {
+    let mut workload = plan.workload.clone();
+    match point {
+        Point::Closed { concurrency } => {
+            workload.mode = "closed".into();
+            workload.concurrency = Some(*concurrency);
+        }
+        Point::Throughput { concurrency } => {
+            workload.mode = "throughput".into();
+            workload.max_concurrency = Some(*concurrency);
+        }
+        Point::Open { shape, gaps, max_concurrency } => {
+            workload.mode = "open".into();
+            workload.rate = match shape {
+                Shape::Rate(r) => Some(*r),
+                _ => None,
+            };
+            workload.arrival = Some(match shape {
+                Shape::Trace(_) => "trace".into(),
+                _ => gaps.name().into(),
+            });
+            workload.max_concurrency = *max_concurrency;
+        }
+    }
+    workload
 }
 
 fn progress_bar(enabled: bool, limits: &Limits, label: &str) -> Option<ProgressBar> {

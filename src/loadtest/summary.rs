@@ -131,18 +131,7 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         tpot: LatencySummary::from_micros(&r.tpot),
         queue: if open { LatencySummary::from_micros(&r.queue) } else { None },
     };
-    let histograms = Histograms {
-        unit: "microseconds".into(),
-        e2e: encode_histogram(&r.e2e),
-        service: encode_histogram(&r.service),
-        ttft: encode_histogram(&r.ttft),
-        itl: encode_histogram(&r.itl),
-        tpot: encode_histogram(&r.tpot),
-        queue: encode_histogram(&r.queue),
-        schedule_lag: if r.lag.is_empty() { String::new() } else { encode_histogram(&r.lag) },
-        ttft_first_turn: if r.ttft_first_turn.is_empty() { String::new() } else { encode_histogram(&r.ttft_first_turn) },
-        ttft_later_turns: if r.ttft_later_turns.is_empty() { String::new() } else { encode_histogram(&r.ttft_later_turns) },
-    };
+    let histograms = histograms(r);
     RunReport {
         schema_version: RUN_SCHEMA_VERSION,
         label: ctx.label,
@@ -166,6 +155,22 @@ pub fn build_report(ctx: RunContext, outcome: &Outcome) -> RunReport {
         interrupted: ctx.interrupted,
         shard,
         merged_from: None,
+    }
+}
+
+/// The recorder's histograms in the report's wire encoding (empty strings for the optional ones).
+fn histograms(r: &super::recorder::Recorder) -> Histograms {
+    Histograms {
+        unit: "microseconds".into(),
+        e2e: encode_histogram(&r.e2e),
+        service: encode_histogram(&r.service),
+        ttft: encode_histogram(&r.ttft),
+        itl: encode_histogram(&r.itl),
+        tpot: encode_histogram(&r.tpot),
+        queue: encode_histogram(&r.queue),
+        schedule_lag: if r.lag.is_empty() { String::new() } else { encode_histogram(&r.lag) },
+        ttft_first_turn: if r.ttft_first_turn.is_empty() { String::new() } else { encode_histogram(&r.ttft_first_turn) },
+        ttft_later_turns: if r.ttft_later_turns.is_empty() { String::new() } else { encode_histogram(&r.ttft_later_turns) },
     }
 }
 

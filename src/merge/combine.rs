@@ -101,16 +101,7 @@ pub fn combine(inputs: &[(PathBuf, RunReport)]) -> RunReport {
         ttft_first_turn_ms: LatencySummary::from_micros(&first_turn),
         ttft_later_turns_ms: LatencySummary::from_micros(&later_turns),
     });
-    let caches: Vec<&PrefixCacheSummary> = runs.iter().filter_map(|r| r.prefix_cache.as_ref()).collect();
-    let prefix_cache = (!caches.is_empty()).then(|| {
-        let (answers, cached, prompt) = caches.iter().fold((0, 0, 0), |(a, c, p), x| (a + x.answers, c + x.cached_tokens, p + x.prompt_tokens));
-        PrefixCacheSummary {
-            answers,
-            cached_tokens: cached,
-            prompt_tokens: prompt,
-            hit_share: if prompt > 0 { round(cached as f64 / prompt as f64, 4) } else { 0.0 },
-        }
-    });
+    let prefix_cache = prefix_cache(&runs);
     let merged_from = inputs
         .iter()
         .map(|(path, r)| MergedInput {
@@ -176,6 +167,20 @@ fn server_metrics(runs: &[&RunReport]) -> Option<crate::report::ServerMetrics> {
         }
     }
     Some(metrics)
+}
+
+/// The shards' prefix-cache counts summed, and the hit share of the sums.
+fn prefix_cache(runs: &[&RunReport]) -> Option<PrefixCacheSummary> {
+    let caches: Vec<&PrefixCacheSummary> = runs.iter().filter_map(|r| r.prefix_cache.as_ref()).collect();
+    (!caches.is_empty()).then(|| {
+        let (answers, cached, prompt) = caches.iter().fold((0, 0, 0), |(a, c, p), x| (a + x.answers, c + x.cached_tokens, p + x.prompt_tokens));
+        PrefixCacheSummary {
+            answers,
+            cached_tokens: cached,
+            prompt_tokens: prompt,
+            hit_share: if prompt > 0 { round(cached as f64 / prompt as f64, 4) } else { 0.0 },
+        }
+    })
 }
 
 fn shard_name(r: &RunReport, path: &std::path::Path) -> String {
