@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::http::AppState;
+use super::state::AppState;
 use super::openai::ApiError;
 
 /// Whether `given` is `key`; the time taken does not depend on where they differ.

@@ -8,15 +8,16 @@ pub mod engine;
 pub mod fault;
 pub mod limits;
 pub mod memory;
-mod http;
 pub mod metrics;
 pub mod model;
 mod openai;
 mod prompt;
+mod routes;
 mod schema;
 pub mod sampling;
 mod spm;
 mod sse;
+mod state;
 pub mod template;
 pub mod tokenizer;
 
@@ -26,7 +27,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-pub use http::{build_router, AppState};
+pub use routes::build_router;
+pub use state::AppState;
 use model::{Arch, ModelSource, WeightDtype};
 
 pub const AFTER_HELP: &str = "Examples:
@@ -271,9 +273,9 @@ pub async fn run_cli(args: ServeArgs, quiet: bool) -> Result<crate::ExitStatus, 
     let loader = {
         let state = state.clone();
         let args = args.clone();
-        tokio::task::spawn_blocking(move || http::load_into(&state, &source, &device, &args))
+        tokio::task::spawn_blocking(move || state::load_into(&state, &source, &device, &args))
     };
-    let shutdown = http::shutdown_signal(state.clone());
+    let shutdown = state::shutdown_signal(state.clone());
     let limits = conn::ConnLimits {
         max_connections: args.max_connections as usize,
         header_read_timeout: args.header_read_timeout,

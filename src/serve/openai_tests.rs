@@ -1,4 +1,4 @@
-//! Tests of request parsing and validation.
+//! Tests of request parsing and validation, and of the answers' JSON.
 
 use super::*;
 
@@ -130,4 +130,48 @@ fn user_content_is_required_and_text_parts_need_text() {
     assert_eq!(b.chat_messages().unwrap_err().param.as_deref(), Some("messages[0].content[0].text"));
     let b: ChatBody = parse_body(br#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": null}]}"#).unwrap();
     assert_eq!(b.chat_messages().unwrap().len(), 2);
+}
+
+/// The answers keep the exact bytes the server sends: keys in alphabetical order, null where a
+/// value is absent, optional fields left out.
+#[test]
+fn answers_serialize_to_the_bytes_sent() {
+    let usage = Usage::new(3, 2);
+    let c = Completion {
+        choices: vec![CompletionChoice { finish_reason: Some("length".into()), index: 0, logprobs: None, text: "hi \"x\"".into() }],
+        created: 7,
+        dummy_weights: false,
+        id: "cmpl-1".into(),
+        model: "m".into(),
+        object: "text_completion",
+        usage,
+    };
+    assert_eq!(
+        serde_json::to_string(&c).unwrap(),
+        r#"{"choices":[{"finish_reason":"length","index":0,"logprobs":null,"text":"hi \"x\""}],"created":7,"id":"cmpl-1","model":"m","object":"text_completion","usage":{"completion_tokens":2,"prompt_tokens":3,"total_tokens":5}}"#
+    );
+    let chunk = ChatCompletionChunk {
+        choices: vec![ChatChunkChoice { delta: ChatDelta::default(), finish_reason: Some("stop".into()), index: 0, logprobs: None }],
+        created: 7,
+        id: "chatcmpl-1".into(),
+        model: "m".into(),
+        object: "chat.completion.chunk",
+        usage: None,
+    };
+    assert_eq!(
+        serde_json::to_string(&chunk).unwrap(),
+        r#"{"choices":[{"delta":{},"finish_reason":"stop","index":0,"logprobs":null}],"created":7,"id":"chatcmpl-1","model":"m","object":"chat.completion.chunk"}"#
+    );
+    let first = ChatDelta { content: Some(String::new()), role: Some("assistant") };
+    assert_eq!(serde_json::to_string(&first).unwrap(), r#"{"content":"","role":"assistant"}"#);
+    let list = ModelList {
+        data: vec![ModelCard { created: 7, dummy_weights: true, id: "m".into(), max_model_len: None, object: "model", owned_by: "gpubench" }],
+        object: "list",
+    };
+    assert_eq!(serde_json::to_string(&list).unwrap(), r#"{"data":[{"created":7,"dummy_weights":true,"id":"m","object":"model","owned_by":"gpubench"}],"object":"list"}"#);
+    let e = ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "busy");
+    assert_eq!(
+        serde_json::to_string(&e.error_body()).unwrap(),
+        r#"{"error":{"code":"rate_limit_exceeded","message":"busy","param":null,"type":"rate_limit_error"}}"#
+    );
 }
