@@ -11,6 +11,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 mod openai;
+mod responses;
 mod prompt;
 mod routes;
 mod schema;

@@ -1,6 +1,7 @@
 //! Tests of request parsing and validation, and of the answers' JSON.
 
 use super::*;
+use crate::serve::responses::*;
 
 #[test]
 fn wrong_type_names_the_field() {

@@ -20,9 +20,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::auth::require_key;
 use super::engine::{Event, GenRequest};
 use super::limits::admit;
-use super::openai::{
-    parse_body, ApiError, ChatBody, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta, ChatMessageOut, Completion,
-    CompletionBody, CompletionChoice, CompletionChunk, Defaults, GenerateBody, GenerateResponse, ModelCard, ModelList, Usage,
+use super::openai::{parse_body, ApiError, ChatBody, CompletionBody, Defaults, GenerateBody, GenerateResponse};
+use super::responses::{
+    ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta, ChatMessageOut, Completion, CompletionChoice,
+    CompletionChunk, ModelCard, ModelList, Usage,
 };
 use super::prompt::{self, PromptInput};
 use super::sampling::SamplingParams;
