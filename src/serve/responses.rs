@@ -44,31 +44,6 @@ pub struct CompletionChoice {
     pub text: String,
 }
 
-/// `POST /v1/completions`'s answer (`object: "text_completion"`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Completion {
-    pub choices: Vec<CompletionChoice>,
-    pub created: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub dummy_weights: bool,
-    pub id: String,
-    pub model: String,
-    pub object: &'static str,
-    pub usage: Usage,
-}
-
-/// A streamed chunk of `/v1/completions`; the usage chunk has no choices and the usage.
-#[derive(Debug, Clone, Serialize)]
-pub struct CompletionChunk {
-    pub choices: Vec<CompletionChoice>,
-    pub created: u64,
-    pub id: String,
-    pub model: String,
-    pub object: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-}
-
 /// The assistant's message of a whole chat answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatMessageOut {
@@ -83,19 +58,6 @@ pub struct ChatChoice {
     /// Always null: log probabilities are refused at validation.
     pub logprobs: Option<()>,
     pub message: ChatMessageOut,
-}
-
-/// `POST /v1/chat/completions`'s answer (`object: "chat.completion"`).
-#[derive(Debug, Clone, Serialize)]
-pub struct ChatCompletion {
-    pub choices: Vec<ChatChoice>,
-    pub created: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub dummy_weights: bool,
-    pub id: String,
-    pub model: String,
-    pub object: &'static str,
-    pub usage: Usage,
 }
 
 /// What a chat chunk adds: the role (first chunk), text, or nothing (the finish chunk).
@@ -113,19 +75,6 @@ pub struct ChatChunkChoice {
     pub finish_reason: Option<String>,
     pub index: u32,
     pub logprobs: Option<()>,
-}
-
-/// A streamed chunk of `/v1/chat/completions` (`object: "chat.completion.chunk"`); the usage
-/// chunk has no choices and the usage.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChatCompletionChunk {
-    pub choices: Vec<ChatChunkChoice>,
-    pub created: u64,
-    pub id: String,
-    pub model: String,
-    pub object: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
 }
 
 /// An entry of `GET /v1/models`.
@@ -149,3 +98,36 @@ pub struct ModelList {
     pub object: &'static str,
 }
 
+/// A whole answer of `/v1/completions` (`object: "text_completion"`, choices of
+/// [`CompletionChoice`]) or `/v1/chat/completions` (`object: "chat.completion"`, choices of
+/// [`ChatChoice`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer<C> {
+    pub choices: Vec<C>,
+    pub created: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dummy_weights: bool,
+    pub id: String,
+    pub model: String,
+    pub object: &'static str,
+    pub usage: Usage,
+}
+
+pub type Completion = Answer<CompletionChoice>;
+pub type ChatCompletion = Answer<ChatChoice>;
+
+/// A streamed chunk of either API (choices of [`CompletionChoice`] or [`ChatChunkChoice`]);
+/// the usage chunk has no choices and the usage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chunk<C> {
+    pub choices: Vec<C>,
+    pub created: u64,
+    pub id: String,
+    pub model: String,
+    pub object: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+pub type CompletionChunk = Chunk<CompletionChoice>;
+pub type ChatCompletionChunk = Chunk<ChatChunkChoice>;
