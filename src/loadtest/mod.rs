@@ -32,7 +32,6 @@ mod sweep;
 mod trace;
 pub mod workload;
 
-use clap::Parser;
 
 pub use api::ApiKind;
 pub use cli::run_cli;
@@ -82,12 +81,6 @@ impl crate::Failure for LoadTestError {
     }
 }
 
-#[derive(Parser)]
-struct FlagsOnly {
-    #[command(flatten)]
-    args: LoadTestArgs,
-}
-
 impl LoadTestArgs {
     /// The defaults of every flag, loading `urls`: a typed request that programs driving load
     /// tests (bench) then adjust field by field.
@@ -101,11 +94,9 @@ impl LoadTestArgs {
     pub fn from_flags<I, S>(flags: I) -> Result<Self, LoadTestError>
     where
         I: IntoIterator<Item = S>,
-        S: Into<std::ffi::OsString> + Clone,
+        S: Into<String>,
     {
-        let argv = std::iter::once(std::ffi::OsString::from("load-test")).chain(flags.into_iter().map(Into::into));
-        FlagsOnly::try_parse_from(argv)
-            .map(|f| f.args)
-            .map_err(|e| LoadTestError::Usage(e.to_string().trim().to_string()))
+        let flags: Vec<String> = flags.into_iter().map(Into::into).collect();
+        crate::support::cli::parse_flags("load-test", &flags).map_err(|e| LoadTestError::Usage(e.to_string().trim().to_string()))
     }
 }

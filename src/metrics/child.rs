@@ -34,17 +34,11 @@ impl MetricsChild {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use crate::support::cli::parse_flags;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        command: Command,
-    }
-
-    #[derive(clap::Subcommand)]
-    enum Command {
-        Metrics(crate::metrics::MetricsArgs),
+    fn parses(args: &[String]) -> Result<crate::metrics::MetricsArgs, clap::Error> {
+        assert_eq!(args[0], "metrics");
+        parse_flags::<crate::metrics::MetricsArgs>("metrics", &args[1..])
     }
 
     #[test]
@@ -56,8 +50,7 @@ mod tests {
                 duration: Duration::from_secs(6 * 3600),
                 out: "/tmp/m.csv".into(),
             };
-            let argv = std::iter::once("gpubench".to_string()).chain(child.args());
-            if let Err(e) = Cli::try_parse_from(argv) {
+            if let Err(e) = parses(&child.args()) {
                 panic!("{e}");
             }
         }

@@ -44,17 +44,11 @@ impl ServeChild {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use crate::support::cli::parse_flags;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        command: Command,
-    }
-
-    #[derive(clap::Subcommand)]
-    enum Command {
-        Serve(crate::serve::ServeArgs),
+    fn parses(args: &[String]) -> Result<crate::serve::ServeArgs, clap::Error> {
+        assert_eq!(args[0], "serve");
+        parse_flags::<crate::serve::ServeArgs>("serve", &args[1..])
     }
 
     #[test]
@@ -69,11 +63,9 @@ mod tests {
         };
         let args = child.args();
         assert!(args.windows(2).any(|w| w == ["--gpu-memory-fraction", "0.32"]), "{args:?}");
-        let argv = std::iter::once("gpubench".to_string()).chain(args);
-        assert!(Cli::try_parse_from(argv).is_ok());
+        assert!(parses(&args).is_ok());
         let dummy = ServeChild { model: None, dummy_arch: Some(Arch::Llama32_1b), gpu_memory_fraction: None, ..child };
-        let argv = std::iter::once("gpubench".to_string()).chain(dummy.args());
-        if let Err(e) = Cli::try_parse_from(argv) {
+        if let Err(e) = parses(&dummy.args()) {
             panic!("{e}");
         }
     }

@@ -1,6 +1,15 @@
-//! What every command's front end needs: pipe-safe stdout, duration parsing and the stop signals.
+//! What every command's front end needs: pipe-safe stdout, duration parsing, flag parsing
+//! for programs that build another command's flags, and the stop signals.
 
 use std::time::Duration;
+
+/// Parses `flags` (after the command word) as the flags of command `A`, the way the binary
+/// would: how a program that builds another command's flags checks them.
+pub fn parse_flags<A: clap::Args>(command: &'static str, flags: &[String]) -> Result<A, clap::Error> {
+    let cmd = A::augment_args(clap::Command::new(command));
+    let matches = cmd.try_get_matches_from(std::iter::once(command.to_string()).chain(flags.iter().cloned()))?;
+    A::from_arg_matches(&matches)
+}
 
 /// Parses a duration such as `500ms`, `10s`, `5m`, `1h30m` or a bare number of seconds (`2.5`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
