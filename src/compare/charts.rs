@@ -164,6 +164,10 @@ impl<'f, V> Axis<'f, V> {
     }
 }
 
+/// The chart `mesh_chart` builds over the ranges `X` and `Y`.
+pub(super) type MeshChart<'a, DB, X, Y> =
+    ChartContext<'a, DB, Cartesian2d<<X as AsRangedCoord>::CoordDescType, <Y as AsRangedCoord>::CoordDescType>>;
+
 /// A chart on `area` over `x_range` and `y_range`, inside `frame`, with its mesh drawn.
 pub(super) fn mesh_chart<'a, DB, X, Y>(
     area: &'a DrawingArea<DB, Shift>,
@@ -172,7 +176,7 @@ pub(super) fn mesh_chart<'a, DB, X, Y>(
     y_range: Y,
     x: Axis<'_, <X::CoordDescType as Ranged>::ValueType>,
     y: Axis<'_, <Y::CoordDescType as Ranged>::ValueType>,
-) -> Result<ChartContext<'a, DB, Cartesian2d<X::CoordDescType, Y::CoordDescType>>, Box<dyn std::error::Error>>
+) -> Result<MeshChart<'a, DB, X, Y>, Box<dyn std::error::Error>>
 where
     DB: DrawingBackend + 'a,
     DB::ErrorType: 'static,

@@ -375,11 +375,7 @@ fn from_disk(args: &DownloadArgs, selection: &Selection, target: &Target, starte
             let missing = || HubError::OfflineNotCached { what: what.clone(), dir: c.cache_dir.clone() };
             let commit = if is_commit_hash(&args.revision) { Some(args.revision.clone()) } else { c.read_ref(&args.revision) };
             let commit = commit.filter(|commit| c.snapshot(commit).is_dir()).ok_or_else(missing)?;
-            let paths = if args.files.is_empty() {
-                c.snapshot_files(&commit).into_iter().filter(|p| selection.matches(p)).collect()
-            } else {
-                args.files.clone()
-            };
+            let paths = requested(args, selection, || c.snapshot_files(&commit));
             let mut reports = Vec::new();
             for p in paths {
                 let pointer = c.pointer(&commit, &p);
@@ -391,13 +387,11 @@ fn from_disk(args: &DownloadArgs, selection: &Selection, target: &Target, starte
             (commit, reports, c.cache_dir.clone())
         }
         Target::Local(l) => {
-            let paths = if args.files.is_empty() {
+            let paths = requested(args, selection, || {
                 let mut all = Vec::new();
                 list_local(&l.root, "", &mut all);
-                all.into_iter().filter(|p| selection.matches(p)).collect()
-            } else {
-                args.files.clone()
-            };
+                all
+            });
             let mut reports = Vec::new();
             let mut commit = String::new();
             for p in paths {
@@ -417,6 +411,15 @@ fn from_disk(args: &DownloadArgs, selection: &Selection, target: &Target, starte
         return Err(HubError::OfflineNotCached { what, dir });
     }
     Ok(summary(args, commit, reports, target, true, started))
+}
+
+/// The FILE arguments, else the files on disk (from `on_disk`) that the selection matches.
+fn requested(args: &DownloadArgs, selection: &Selection, on_disk: impl FnOnce() -> Vec<String>) -> Vec<String> {
+    if args.files.is_empty() {
+        on_disk().into_iter().filter(|p| selection.matches(p)).collect()
+    } else {
+        args.files.clone()
+    }
 }
 
 fn list_local(dir: &Path, prefix: &str, out: &mut Vec<String>) {
