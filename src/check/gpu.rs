@@ -5,7 +5,7 @@
 
 use super::tools::{self, ToolError};
 use super::{gib, CheckResult, Group};
-use crate::device::{GpuApi, NvmlUnavailable};
+use crate::device::{GpuApi, GpuStatic, NvmlUnavailable};
 
 const G: Group = Group::Gpu;
 const DRIVER_FIX: &str = "install the NVIDIA driver (it ships nvidia-smi and libnvidia-ml.so.1) on a machine with an NVIDIA GPU; \
@@ -132,8 +132,19 @@ pub fn checks_with_nvml(gpus: &mut dyn GpuApi, min_vram_gib: Option<f64>, smi: &
         ));
         return out;
     }
+    out.push(driver_check(&driver, &cuda));
 
-    out.push(match (&driver, &cuda) {
+    let mut free = FreeMemory::default();
+    for i in 0..count {
+        out.push(gpu_check(gpus, i, min_vram_gib, &mut free));
+    }
+    out.push(free_memory_check(&free, min_vram_gib));
+    out
+}
+
+/// The driver and the CUDA version it supports.
+fn driver_check(driver: &Result<String, String>, cuda: &Result<String, String>) -> CheckResult {
+    match (driver, cuda) {
         (Ok(d), Ok(c)) => {
             let major: u32 = c.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
             if major < 12 {
@@ -143,91 +154,109 @@ pub fn checks_with_nvml(gpus: &mut dyn GpuApi, min_vram_gib: Option<f64>, smi: &
             }
         }
         (Err(e), _) | (_, Err(e)) => CheckResult::warn(G, "driver / CUDA", format!("cannot read the versions: {e}"), "check nvidia-smi"),
-    });
-
-    let mut free_lines = Vec::new();
-    let mut free_short = Vec::new();
-    for i in 0..count {
-        let name = format!("GPU {i}");
-        let info = match gpus.static_info(i) {
-            Ok(s) => s,
-            Err(e) => {
-                out.push(CheckResult::fail(G, name, format!("cannot be read: {e}"), "check nvidia-smi; the GPU may need a reset (nvidia-smi -r)"));
-                continue;
-            }
-        };
-        let reading = gpus.read(i);
-        let mut detail = format!("{}, {}, {}", info.name, info.uuid, gib(info.memory_total_bytes));
-        if let Some(cc) = &info.compute_capability {
-            detail.push_str(&format!(", compute {cc}"));
-        }
-        if let Some(mig) = info.mig_enabled {
-            detail.push_str(if mig { ", MIG on" } else { ", MIG off" });
-        }
-        if let Some(mode) = &info.compute_mode {
-            detail.push_str(&format!(", compute mode {mode}"));
-        }
-        if let Some(ecc) = info.ecc_uncorrected {
-            detail.push_str(&format!(", {ecc} uncorrected ECC errors"));
-        }
-        let mut problems: Vec<(bool, String)> = Vec::new(); // (is failure, fix)
-        if info.compute_mode.as_deref() == Some("Prohibited") {
-            problems.push((true, format!("compute mode is Prohibited: no CUDA context can run; set it back with nvidia-smi -i {i} -c DEFAULT")));
-        } else if info.compute_mode.as_deref().is_some_and(|m| m.starts_with("Exclusive")) {
-            problems.push((false, format!("an exclusive compute mode lets one process use the GPU: for sharing, nvidia-smi -i {i} -c DEFAULT")));
-        }
-        if info.ecc_uncorrected.is_some_and(|e| e > 0) {
-            problems.push((false, "uncorrected ECC errors: reset the GPU (nvidia-smi -r) or ask the provider to replace it".into()));
-        }
-        match &reading {
-            Ok(r) => {
-                let procs: Vec<String> = r
-                    .processes
-                    .iter()
-                    .map(|p| match p.used_memory_bytes {
-                        Some(b) => format!("pid {} ({})", p.pid, gib(b)),
-                        None => format!("pid {}", p.pid),
-                    })
-                    .collect();
-                if procs.is_empty() {
-                    detail.push_str(", no processes");
-                } else {
-                    detail.push_str(&format!(", in use by {}", procs.join(", ")));
-                    problems.push((false, "other processes on the GPU skew measurements: stop them first".into()));
-                }
-                let total = r.memory_total_bytes.unwrap_or(info.memory_total_bytes);
-                let free = total.saturating_sub(r.memory_used_bytes.unwrap_or(0));
-                free_lines.push(format!("GPU {i}: {} of {} free", gib(free), gib(total)));
-                if let Some(min) = min_vram_gib {
-                    if (free as f64) < min * (1u64 << 30) as f64 {
-                        free_short.push(format!("GPU {i} has {} free, under {min} GiB", gib(free)));
-                    }
-                }
-            }
-            Err(e) => problems.push((true, format!("the GPU cannot be read ({e}): check nvidia-smi; reset it (nvidia-smi -r) or reboot"))),
-        }
-        out.push(match problems.iter().find(|(f, _)| *f).or(problems.first()) {
-            None => CheckResult::pass(G, name, detail),
-            Some((true, _)) => CheckResult::fail(G, name, detail, join_fixes(&problems)),
-            Some((false, _)) => CheckResult::warn(G, name, detail, join_fixes(&problems)),
-        });
     }
+}
 
-    let free_detail = free_lines.join("; ");
-    out.push(if !free_short.is_empty() {
-        CheckResult::fail(
+/// Free memory per GPU, gathered while checking each one.
+#[derive(Default)]
+struct FreeMemory {
+    /// `GPU i: X of Y free`, for every GPU that could be read.
+    lines: Vec<String>,
+    /// The GPUs with less free than asked.
+    short: Vec<String>,
+}
+
+/// One GPU: what it is, what would stop or skew a benchmark on it, and its free memory.
+fn gpu_check(gpus: &mut dyn GpuApi, i: u32, min_vram_gib: Option<f64>, free: &mut FreeMemory) -> CheckResult {
+    let name = format!("GPU {i}");
+    let info = match gpus.static_info(i) {
+        Ok(s) => s,
+        Err(e) => return CheckResult::fail(G, name, format!("cannot be read: {e}"), "check nvidia-smi; the GPU may need a reset (nvidia-smi -r)"),
+    };
+    let reading = gpus.read(i);
+    let mut detail = describe_gpu(&info);
+    let mut problems = setting_problems(&info, i);
+    match &reading {
+        Ok(r) => {
+            let procs: Vec<String> = r
+                .processes
+                .iter()
+                .map(|p| match p.used_memory_bytes {
+                    Some(b) => format!("pid {} ({})", p.pid, gib(b)),
+                    None => format!("pid {}", p.pid),
+                })
+                .collect();
+            if procs.is_empty() {
+                detail.push_str(", no processes");
+            } else {
+                detail.push_str(&format!(", in use by {}", procs.join(", ")));
+                problems.push((false, "other processes on the GPU skew measurements: stop them first".into()));
+            }
+            let total = r.memory_total_bytes.unwrap_or(info.memory_total_bytes);
+            let left = total.saturating_sub(r.memory_used_bytes.unwrap_or(0));
+            free.lines.push(format!("GPU {i}: {} of {} free", gib(left), gib(total)));
+            if let Some(min) = min_vram_gib {
+                if (left as f64) < min * (1u64 << 30) as f64 {
+                    free.short.push(format!("GPU {i} has {} free, under {min} GiB", gib(left)));
+                }
+            }
+        }
+        Err(e) => problems.push((true, format!("the GPU cannot be read ({e}): check nvidia-smi; reset it (nvidia-smi -r) or reboot"))),
+    }
+    match problems.iter().find(|(f, _)| *f).or(problems.first()) {
+        None => CheckResult::pass(G, name, detail),
+        Some((true, _)) => CheckResult::fail(G, name, detail, join_fixes(&problems)),
+        Some((false, _)) => CheckResult::warn(G, name, detail, join_fixes(&problems)),
+    }
+}
+
+/// Name, UUID, memory, compute capability, MIG, compute mode and ECC errors.
+fn describe_gpu(info: &GpuStatic) -> String {
+    let mut detail = format!("{}, {}, {}", info.name, info.uuid, gib(info.memory_total_bytes));
+    if let Some(cc) = &info.compute_capability {
+        detail.push_str(&format!(", compute {cc}"));
+    }
+    if let Some(mig) = info.mig_enabled {
+        detail.push_str(if mig { ", MIG on" } else { ", MIG off" });
+    }
+    if let Some(mode) = &info.compute_mode {
+        detail.push_str(&format!(", compute mode {mode}"));
+    }
+    if let Some(ecc) = info.ecc_uncorrected {
+        detail.push_str(&format!(", {ecc} uncorrected ECC errors"));
+    }
+    detail
+}
+
+/// What the GPU's compute mode and ECC counters stand in the way of: (is failure, fix).
+fn setting_problems(info: &GpuStatic, i: u32) -> Vec<(bool, String)> {
+    let mut problems = Vec::new();
+    if info.compute_mode.as_deref() == Some("Prohibited") {
+        problems.push((true, format!("compute mode is Prohibited: no CUDA context can run; set it back with nvidia-smi -i {i} -c DEFAULT")));
+    } else if info.compute_mode.as_deref().is_some_and(|m| m.starts_with("Exclusive")) {
+        problems.push((false, format!("an exclusive compute mode lets one process use the GPU: for sharing, nvidia-smi -i {i} -c DEFAULT")));
+    }
+    if info.ecc_uncorrected.is_some_and(|e| e > 0) {
+        problems.push((false, "uncorrected ECC errors: reset the GPU (nvidia-smi -r) or ask the provider to replace it".into()));
+    }
+    problems
+}
+
+/// Free memory on every GPU, against `--min-vram-gib` when given.
+fn free_memory_check(free: &FreeMemory, min_vram_gib: Option<f64>) -> CheckResult {
+    if !free.short.is_empty() {
+        return CheckResult::fail(
             G,
             "free GPU memory",
-            free_short.join("; "),
+            free.short.join("; "),
             "stop the processes holding GPU memory, pick another GPU (--device), or use a smaller model",
-        )
-    } else {
-        match min_vram_gib {
-            Some(min) => CheckResult::pass(G, "free GPU memory", format!("{free_detail} (at least {min} GiB asked)")),
-            None => CheckResult::pass(G, "free GPU memory", free_detail),
-        }
-    });
-    out
+        );
+    }
+    let free_detail = free.lines.join("; ");
+    match min_vram_gib {
+        Some(min) => CheckResult::pass(G, "free GPU memory", format!("{free_detail} (at least {min} GiB asked)")),
+        None => CheckResult::pass(G, "free GPU memory", free_detail),
+    }
 }
 
 fn join_fixes(problems: &[(bool, String)]) -> String {

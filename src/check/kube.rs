@@ -204,92 +204,111 @@ fn describe_node(n: &NodeGpus) -> String {
 
 pub async fn checks(with_sharing: bool) -> Vec<CheckResult> {
     let mut out = Vec::new();
-    let skip_rest = |out: &mut Vec<CheckResult>, why: &str| {
-        for name in ["cluster", "GPU nodes", "GPU operator", "time-slicing"] {
-            if !out.iter().any(|c: &CheckResult| c.name == name) {
-                out.push(CheckResult::skip(K, name, why));
-            }
+    let reached = match kubectl_check().await {
+        Ok(pass) => {
+            out.push(pass);
+            cluster_check().await.map_err(|fail| (fail, "needs a reachable cluster"))
         }
-        if with_sharing {
-            for name in ["GPU scheduler", "queues", "GPU sharing"] {
-                out.push(CheckResult::skip(S, name, why));
-            }
+        Err(fail) => Err((fail, "needs kubectl")),
+    };
+    let nodes = match reached {
+        Ok((pass, nodes)) => {
+            out.push(pass);
+            nodes
+        }
+        Err((fail, why)) => {
+            out.push(fail);
+            skip_rest(&mut out, why, with_sharing);
+            return out;
         }
     };
+    out.push(gpu_nodes_check(&nodes));
+    let (operator, policy) = operator_check(nodes.iter().any(offers_gpus)).await;
+    out.push(operator);
+    let (time_slicing, sliced_configmap) = time_slicing_check(policy.as_ref()).await;
+    out.push(time_slicing);
+    if with_sharing {
+        out.extend(sharing_checks(&nodes, sliced_configmap).await);
+    }
+    out
+}
 
-    // kubectl itself.
+/// Skips the checks that have not run yet, saying what they need.
+fn skip_rest(out: &mut Vec<CheckResult>, why: &str, with_sharing: bool) {
+    for name in ["cluster", "GPU nodes", "GPU operator", "time-slicing"] {
+        if !out.iter().any(|c: &CheckResult| c.name == name) {
+            out.push(CheckResult::skip(K, name, why));
+        }
+    }
+    if with_sharing {
+        for name in ["GPU scheduler", "queues", "GPU sharing"] {
+            out.push(CheckResult::skip(S, name, why));
+        }
+    }
+}
+
+/// kubectl itself: `Err` holds the failure that stops the other checks.
+async fn kubectl_check() -> Result<CheckResult, CheckResult> {
     match kubectl(&["version", "--client", "-o", "json"]).await {
         Ok(o) if o.success => {
             let v: Value = serde_json::from_str(&o.stdout).unwrap_or(Value::Null);
             let version = str_at(&v, &["clientVersion", "gitVersion"]).unwrap_or("version unknown");
-            out.push(CheckResult::pass(K, "kubectl", format!("client {version}")));
+            Ok(CheckResult::pass(K, "kubectl", format!("client {version}")))
         }
-        Ok(o) => {
-            out.push(CheckResult::fail(K, "kubectl", format!("kubectl version fails: {}", o.first_error_line()), "reinstall kubectl"));
-            skip_rest(&mut out, "needs kubectl");
-            return out;
-        }
-        Err(e) => {
-            out.push(CheckResult::fail(K, "kubectl", e, "install kubectl and a kubeconfig for your cluster (KUBECONFIG or ~/.kube/config)"));
-            skip_rest(&mut out, "needs kubectl");
-            return out;
-        }
+        Ok(o) => Err(CheckResult::fail(K, "kubectl", format!("kubectl version fails: {}", o.first_error_line()), "reinstall kubectl")),
+        Err(e) => Err(CheckResult::fail(K, "kubectl", e, "install kubectl and a kubeconfig for your cluster (KUBECONFIG or ~/.kube/config)")),
     }
+}
 
-    // The current context answers.
+/// The current context answers, with its nodes: `Err` holds the failure that stops the
+/// other checks.
+async fn cluster_check() -> Result<(CheckResult, Vec<NodeGpus>), CheckResult> {
     let context = match kubectl(&["config", "current-context"]).await {
         Ok(o) if o.success => o.stdout.trim().to_string(),
         Ok(o) => {
-            out.push(CheckResult::fail(K, "cluster", format!("no current context: {}", o.first_error_line()), "pick one: kubectl config use-context NAME"));
-            skip_rest(&mut out, "needs a reachable cluster");
-            return out;
+            return Err(CheckResult::fail(K, "cluster", format!("no current context: {}", o.first_error_line()), "pick one: kubectl config use-context NAME"));
         }
-        Err(e) => {
-            out.push(CheckResult::fail(K, "cluster", e, "check kubectl"));
-            skip_rest(&mut out, "needs a reachable cluster");
-            return out;
-        }
+        Err(e) => return Err(CheckResult::fail(K, "cluster", e, "check kubectl")),
     };
     let nodes = match get_json(&["nodes"]).await.map_err(|e| e.unwrap_or_else(|| "nodes are not a resource type".into())).and_then(|t| parse_nodes(&t)) {
         Ok(n) => n,
         Err(e) => {
-            out.push(CheckResult::fail(
+            return Err(CheckResult::fail(
                 K,
                 "cluster",
                 format!("context {context} does not answer: {e}"),
                 "check the VPN / API server address and your credentials (kubectl cluster-info)",
             ));
-            skip_rest(&mut out, "needs a reachable cluster");
-            return out;
         }
     };
-    out.push(CheckResult::pass(K, "cluster", format!("context {context}, {} node(s)", nodes.len())));
+    Ok((CheckResult::pass(K, "cluster", format!("context {context}, {} node(s)", nodes.len())), nodes))
+}
 
-    // Nodes offering GPUs.
-    let gpu_nodes: Vec<&NodeGpus> = nodes.iter().filter(|n| n.gpus > 0 || !n.mig.is_empty()).collect();
+/// The nodes offering GPUs or MIG slices.
+fn gpu_nodes_check(nodes: &[NodeGpus]) -> CheckResult {
+    let gpu_nodes: Vec<&NodeGpus> = nodes.iter().filter(|n| offers_gpus(n)).collect();
     if gpu_nodes.is_empty() {
-        out.push(CheckResult::fail(
-            K,
-            "GPU nodes",
-            format!("none of the {} node(s) offers nvidia.com/gpu or MIG slices", nodes.len()),
-            OPERATOR_FIX,
-        ));
-    } else {
-        let detail = format!(
-            "{} of {} node(s): {}",
-            gpu_nodes.len(),
-            nodes.len(),
-            gpu_nodes.iter().map(|n| describe_node(n)).collect::<Vec<_>>().join("; ")
-        );
-        if gpu_nodes.iter().any(|n| !n.ready) {
-            out.push(CheckResult::warn(K, "GPU nodes", detail, "some GPU nodes are not Ready: kubectl describe node NAME"));
-        } else {
-            out.push(CheckResult::pass(K, "GPU nodes", detail));
-        }
+        return CheckResult::fail(K, "GPU nodes", format!("none of the {} node(s) offers nvidia.com/gpu or MIG slices", nodes.len()), OPERATOR_FIX);
     }
+    let detail = format!(
+        "{} of {} node(s): {}",
+        gpu_nodes.len(),
+        nodes.len(),
+        gpu_nodes.iter().map(|n| describe_node(n)).collect::<Vec<_>>().join("; ")
+    );
+    if gpu_nodes.iter().any(|n| !n.ready) {
+        CheckResult::warn(K, "GPU nodes", detail, "some GPU nodes are not Ready: kubectl describe node NAME")
+    } else {
+        CheckResult::pass(K, "GPU nodes", detail)
+    }
+}
+fn offers_gpus(n: &NodeGpus) -> bool {
+    n.gpus > 0 || !n.mig.is_empty()
+}
 
-    // GPU Operator.
-    let policy = match get_json(&["clusterpolicies.nvidia.com"]).await {
+/// The GPU Operator's ClusterPolicy; `standalone` when nodes offer GPUs without it.
+async fn operator_check(standalone: bool) -> (CheckResult, Option<ClusterPolicy>) {
+    match get_json(&["clusterpolicies.nvidia.com"]).await {
         Ok(text) => match parse_cluster_policies(&text) {
             Ok(p) if !p.is_empty() => {
                 let p = p[0].clone();
@@ -297,7 +316,7 @@ pub async fn checks(with_sharing: bool) -> Vec<CheckResult> {
                 if let Some(m) = &p.mig_strategy {
                     detail.push_str(&format!(", MIG strategy {m}"));
                 }
-                out.push(if p.state == "ready" {
+                let check = if p.state == "ready" {
                     CheckResult::pass(K, "GPU operator", detail)
                 } else {
                     CheckResult::fail(
@@ -306,94 +325,98 @@ pub async fn checks(with_sharing: bool) -> Vec<CheckResult> {
                         detail,
                         "look at the failing operands: kubectl get pods -n gpu-operator, then kubectl logs of the one not Running",
                     )
-                });
-                Some(p)
+                };
+                (check, Some(p))
             }
-            Ok(_) => {
-                out.push(CheckResult::fail(K, "GPU operator", "the ClusterPolicy CRD exists but there is no ClusterPolicy", OPERATOR_FIX));
-                None
-            }
-            Err(e) => {
-                out.push(CheckResult::fail(K, "GPU operator", format!("cannot read the ClusterPolicy: {e}"), OPERATOR_FIX));
-                None
-            }
+            Ok(_) => (CheckResult::fail(K, "GPU operator", "the ClusterPolicy CRD exists but there is no ClusterPolicy", OPERATOR_FIX), None),
+            Err(e) => (CheckResult::fail(K, "GPU operator", format!("cannot read the ClusterPolicy: {e}"), OPERATOR_FIX), None),
         },
         Err(None) => {
-            let standalone = !gpu_nodes.is_empty();
-            out.push(if standalone {
+            let check = if standalone {
                 CheckResult::warn(K, "GPU operator", "not installed (GPUs come from a standalone device plugin)", "fine if the device plugin is managed by hand; the operator also runs DCGM exporter for metrics")
             } else {
                 CheckResult::fail(K, "GPU operator", "not installed (no clusterpolicies.nvidia.com)", OPERATOR_FIX)
-            });
-            None
+            };
+            (check, None)
         }
-        Err(Some(e)) => {
-            out.push(CheckResult::fail(K, "GPU operator", format!("cannot read the ClusterPolicy: {e}"), "check your permissions (kubectl auth can-i get clusterpolicies.nvidia.com)"));
-            None
-        }
-    };
+        Err(Some(e)) => (
+            CheckResult::fail(K, "GPU operator", format!("cannot read the ClusterPolicy: {e}"), "check your permissions (kubectl auth can-i get clusterpolicies.nvidia.com)"),
+            None,
+        ),
+    }
+}
 
-    // Time-slicing config referenced by the ClusterPolicy.
-    let mut sliced = nodes.iter().filter(|n| n.replicas.is_some_and(|r| r > 1)).map(|n| format!("{} x{}", n.name, n.replicas.unwrap_or(1))).collect::<Vec<_>>();
-    match policy.as_ref().and_then(|p| p.device_plugin_config.clone()) {
-        None => out.push(CheckResult::skip(K, "time-slicing", "no device-plugin config in the ClusterPolicy: GPUs are not time-sliced")),
-        Some((name, default)) => match get_json(&["configmap", name.as_str(), "-n", GPU_OPERATOR_NAMESPACE]).await {
-            Ok(text) => match parse_time_slicing(&text) {
-                Ok(keys) => {
-                    let described: Vec<String> = keys
-                        .iter()
-                        .map(|(k, r)| if r.is_empty() { format!("{k}: no time-slicing") } else { format!("{k}: x{}", r.iter().max().unwrap_or(&1)) })
-                        .collect();
-                    let any = keys.iter().any(|(_, r)| r.iter().any(|n| *n > 1));
-                    if any {
-                        sliced.push(format!("ConfigMap {name}"));
-                    }
-                    let detail = format!(
-                        "ConfigMap {GPU_OPERATOR_NAMESPACE}/{name} (default {}): {}",
-                        default.as_deref().unwrap_or("none"),
-                        described.join(", ")
-                    );
-                    out.push(CheckResult::pass(K, "time-slicing", detail));
-                }
-                Err(e) => out.push(CheckResult::warn(K, "time-slicing", format!("ConfigMap {name}: {e}"), "check the ConfigMap's format (version: v1, sharing.timeSlicing.resources)")),
-            },
-            Err(e) => out.push(CheckResult::fail(
+/// The time-slicing config the ClusterPolicy names; with `ConfigMap NAME` when it
+/// time-slices a GPU.
+async fn time_slicing_check(policy: Option<&ClusterPolicy>) -> (CheckResult, Option<String>) {
+    let Some((name, default)) = policy.and_then(|p| p.device_plugin_config.clone()) else {
+        return (CheckResult::skip(K, "time-slicing", "no device-plugin config in the ClusterPolicy: GPUs are not time-sliced"), None);
+    };
+    match get_json(&["configmap", name.as_str(), "-n", GPU_OPERATOR_NAMESPACE]).await {
+        Ok(text) => match parse_time_slicing(&text) {
+            Ok(keys) => {
+                let described: Vec<String> = keys
+                    .iter()
+                    .map(|(k, r)| if r.is_empty() { format!("{k}: no time-slicing") } else { format!("{k}: x{}", r.iter().max().unwrap_or(&1)) })
+                    .collect();
+                let any = keys.iter().any(|(_, r)| r.iter().any(|n| *n > 1));
+                let detail = format!(
+                    "ConfigMap {GPU_OPERATOR_NAMESPACE}/{name} (default {}): {}",
+                    default.as_deref().unwrap_or("none"),
+                    described.join(", ")
+                );
+                (CheckResult::pass(K, "time-slicing", detail), any.then(|| format!("ConfigMap {name}")))
+            }
+            Err(e) => (CheckResult::warn(K, "time-slicing", format!("ConfigMap {name}: {e}"), "check the ConfigMap's format (version: v1, sharing.timeSlicing.resources)"), None),
+        },
+        Err(e) => (
+            CheckResult::fail(
                 K,
                 "time-slicing",
                 format!("the ClusterPolicy names ConfigMap {name}, which cannot be read: {}", e.unwrap_or_else(|| "not found".into())),
                 format!("create it in {GPU_OPERATOR_NAMESPACE} (kubectl create configmap {name} -n {GPU_OPERATOR_NAMESPACE} --from-file=any=time-slicing.yaml)"),
-            )),
-        },
+            ),
+            None,
+        ),
     }
+}
 
-    if !with_sharing {
-        return out;
-    }
-
-    // Sharing: which scheduler, its queues, and whether any sharing mechanism is on.
+/// Sharing: which scheduler, its queues, and whether any sharing mechanism is on.
+async fn sharing_checks(nodes: &[NodeGpus], sliced_configmap: Option<String>) -> Vec<CheckResult> {
     let namespaces = match get_json(&["namespaces"]).await {
         Ok(t) => parse_namespaces(&t).unwrap_or_default(),
         Err(_) => Vec::new(),
     };
+    let queues = get_json(&["queues.scheduling.run.ai"]).await;
+    let (scheduler, any_scheduler) = scheduler_check(&namespaces, !matches!(queues, Err(None)));
+    let mut sliced = nodes.iter().filter(|n| n.replicas.is_some_and(|r| r > 1)).map(|n| format!("{} x{}", n.name, n.replicas.unwrap_or(1))).collect::<Vec<_>>();
+    sliced.extend(sliced_configmap);
+    vec![scheduler, queues_check(queues), sharing_mechanisms_check(nodes, any_scheduler, &sliced)]
+}
+
+/// The KAI scheduler or Run:AI, from their namespaces; with whether either is there.
+fn scheduler_check(namespaces: &[String], queue_crd: bool) -> (CheckResult, bool) {
     let kai = namespaces.iter().any(|n| n == "kai-scheduler");
     let runai = namespaces.iter().any(|n| n == "runai");
-    let queues = get_json(&["queues.scheduling.run.ai"]).await;
     let schedulers: Vec<&str> = [(kai, "KAI scheduler (namespace kai-scheduler)"), (runai, "Run:AI (namespace runai)")]
         .into_iter()
         .filter(|(on, _)| *on)
         .map(|(_, s)| s)
         .collect();
-    let queue_crd = !matches!(queues, Err(None));
     if schedulers.is_empty() {
-        out.push(CheckResult::fail(
+        let check = CheckResult::fail(
             S,
             "GPU scheduler",
             if queue_crd { "the Queue CRD exists but neither the kai-scheduler nor the runai namespace does" } else { "neither KAI scheduler nor Run:AI is installed" },
             "install the KAI scheduler (Helm chart kai-scheduler, namespace kai-scheduler, with global.gpuSharing=true) or Run:AI",
-        ));
-    } else {
-        out.push(CheckResult::pass(S, "GPU scheduler", schedulers.join(", ")));
+        );
+        return (check, false);
     }
+    (CheckResult::pass(S, "GPU scheduler", schedulers.join(", ")), true)
+}
+
+/// The scheduler's queues, from `get_json(["queues.scheduling.run.ai"])`.
+fn queues_check(queues: Result<String, Option<String>>) -> CheckResult {
     match queues {
         Ok(text) => match parse_queues(&text) {
             Ok(q) if !q.is_empty() => {
@@ -406,21 +429,25 @@ pub async fn checks(with_sharing: bool) -> Vec<CheckResult> {
                         None => x.name.clone(),
                     })
                     .collect();
-                out.push(CheckResult::pass(S, "queues", format!("{} queue(s); pods can use {}", q.len(), leaves.join(", "))));
+                CheckResult::pass(S, "queues", format!("{} queue(s); pods can use {}", q.len(), leaves.join(", ")))
             }
-            Ok(_) => out.push(CheckResult::fail(
+            Ok(_) => CheckResult::fail(
                 S,
                 "queues",
                 "no Queue: pods labelled kai.scheduler/queue or runai/queue will stay Pending",
                 "create a leaf Queue (apiVersion scheduling.run.ai/v2, spec.parentQueue, spec.resources.gpu.quota) and label pods with it",
-            )),
-            Err(e) => out.push(CheckResult::warn(S, "queues", format!("cannot read the queues: {e}"), "check kubectl get queues.scheduling.run.ai")),
+            ),
+            Err(e) => CheckResult::warn(S, "queues", format!("cannot read the queues: {e}"), "check kubectl get queues.scheduling.run.ai"),
         },
-        Err(None) => out.push(CheckResult::fail(S, "queues", "no Queue CRD (queues.scheduling.run.ai)", "install the KAI scheduler or Run:AI, which bring the Queue CRD")),
-        Err(Some(e)) => out.push(CheckResult::warn(S, "queues", format!("cannot list the queues: {e}"), "check your permissions (kubectl auth can-i list queues.scheduling.run.ai)")),
+        Err(None) => CheckResult::fail(S, "queues", "no Queue CRD (queues.scheduling.run.ai)", "install the KAI scheduler or Run:AI, which bring the Queue CRD"),
+        Err(Some(e)) => CheckResult::warn(S, "queues", format!("cannot list the queues: {e}"), "check your permissions (kubectl auth can-i list queues.scheduling.run.ai)"),
     }
+}
+
+/// Whether any sharing mechanism is on: fractions, time-slicing or MIG.
+fn sharing_mechanisms_check(nodes: &[NodeGpus], any_scheduler: bool, sliced: &[String]) -> CheckResult {
     let mut mechanisms = Vec::new();
-    if !schedulers.is_empty() {
+    if any_scheduler {
         mechanisms.push("GPU fractions (gpu-fraction annotation)".to_string());
     }
     if !sliced.is_empty() {
@@ -430,7 +457,7 @@ pub async fn checks(with_sharing: bool) -> Vec<CheckResult> {
     if !mig_nodes.is_empty() {
         mechanisms.push(format!("MIG ({})", mig_nodes.join(", ")));
     }
-    out.push(if mechanisms.is_empty() {
+    if mechanisms.is_empty() {
         CheckResult::fail(
             S,
             "GPU sharing",
@@ -439,8 +466,7 @@ pub async fn checks(with_sharing: bool) -> Vec<CheckResult> {
         )
     } else {
         CheckResult::pass(S, "GPU sharing", mechanisms.join("; "))
-    });
-    out
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -137,6 +138,75 @@ where
     Ok(plot)
 }
 
+/// The frame around a chart's plot: its margin, label areas and font sizes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Frame {
+    pub margin: u32,
+    pub x_label_area: u32,
+    pub y_label_area: u32,
+    pub label_font: u32,
+    pub desc_font: u32,
+}
+
+/// The frame of a chart that has the plot to itself.
+pub(super) const FRAME: Frame = Frame { margin: 20, x_label_area: 55, y_label_area: 80, label_font: 16, desc_font: 18 };
+
+/// One axis: its description, how its labels read, and whether grid lines cross it.
+pub(super) struct Axis<'f, V> {
+    pub desc: &'f str,
+    pub format: &'f dyn Fn(&V) -> String,
+    pub grid: bool,
+}
+
+impl<'f, V> Axis<'f, V> {
+    pub fn new(desc: &'f str, format: &'f dyn Fn(&V) -> String) -> Self {
+        Axis { desc, format, grid: true }
+    }
+}
+
+/// The chart `mesh_chart` builds over the ranges `X` and `Y`.
+pub(super) type MeshChart<'a, DB, X, Y> =
+    ChartContext<'a, DB, Cartesian2d<<X as AsRangedCoord>::CoordDescType, <Y as AsRangedCoord>::CoordDescType>>;
+
+/// A chart on `area` over `x_range` and `y_range`, inside `frame`, with its mesh drawn.
+pub(super) fn mesh_chart<'a, DB, X, Y>(
+    area: &'a DrawingArea<DB, Shift>,
+    frame: Frame,
+    x_range: X,
+    y_range: Y,
+    x: Axis<'_, <X::CoordDescType as Ranged>::ValueType>,
+    y: Axis<'_, <Y::CoordDescType as Ranged>::ValueType>,
+) -> Result<MeshChart<'a, DB, X, Y>, Box<dyn std::error::Error>>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: AsRangedCoord,
+    Y: AsRangedCoord,
+    X::CoordDescType: ValueFormatter<<X::CoordDescType as Ranged>::ValueType>,
+    Y::CoordDescType: ValueFormatter<<Y::CoordDescType as Ranged>::ValueType>,
+{
+    let mut chart = ChartBuilder::on(area)
+        .margin(frame.margin)
+        .x_label_area_size(frame.x_label_area)
+        .y_label_area_size(frame.y_label_area)
+        .build_cartesian_2d(x_range, y_range)?;
+    let mut mesh = chart.configure_mesh();
+    if !x.grid {
+        mesh.disable_x_mesh();
+    }
+    if !y.grid {
+        mesh.disable_y_mesh();
+    }
+    mesh.x_desc(x.desc)
+        .y_desc(y.desc)
+        .x_label_formatter(x.format)
+        .y_label_formatter(y.format)
+        .label_style((FONT, frame.label_font))
+        .axis_desc_style((FONT, frame.desc_font))
+        .draw()?;
+    Ok(chart)
+}
+
 fn draw<DB: DrawingBackend>(
     kind: Kind,
     c: &Comparison,
@@ -200,20 +270,14 @@ where
     let x_max = series.iter().flatten().map(|p| p.0).fold(1.0, f64::max);
     let y_max = series.iter().flatten().map(|p| p.1).fold(1.0, f64::max);
     let plot = layout(root, "Throughput vs load", &phase_entries(c, |p| p.label.clone()))?;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..x_max * 1.08, 0.0..y_max * 1.15)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc("Throughput (req/min)")
-        .x_label_formatter(&|x| tick(*x))
-        .y_label_formatter(&|y| tick(*y))
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .draw()?;
+    let mut chart = mesh_chart(
+        &plot,
+        FRAME,
+        0.0..x_max * 1.08,
+        0.0..y_max * 1.15,
+        Axis::new(x_desc, &|x| tick(*x)),
+        Axis::new("Throughput (req/min)", &|y| tick(*y)),
+    )?;
     phase_lines(&mut chart, &series)?;
     for (p, data) in c.phases.iter().zip(&series) {
         for (pt, xy) in p.points.iter().zip(data) {
@@ -246,20 +310,14 @@ where
     }
     let plot = layout(root, "Latency vs throughput (each point a load level)", &entries)?;
     let y_top = y_max.max(slo.unwrap_or(0.0)) * 1.15;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..x_max * 1.08, 0.0..y_top)?;
-    chart
-        .configure_mesh()
-        .x_desc("Throughput (req/min)")
-        .y_desc("Latency p95 (ms)")
-        .x_label_formatter(&|x| tick(*x))
-        .y_label_formatter(&|y| tick(*y))
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .draw()?;
+    let mut chart = mesh_chart(
+        &plot,
+        FRAME,
+        0.0..x_max * 1.08,
+        0.0..y_top,
+        Axis::new("Throughput (req/min)", &|x| tick(*x)),
+        Axis::new("Latency p95 (ms)", &|y| tick(*y)),
+    )?;
     if let Some(slo) = slo {
         chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, slo), (x_max * 1.08, slo)], slo_color.stroke_width(2))))?;
     }
@@ -288,24 +346,18 @@ where
     let y_max = c.phases.iter().flat_map(pick).fold(1.0, f64::max);
     let entries = phase_entries(c, |p| format!("{} (p95 {})", p.label, value("latency_p95_ms", Some(p.latency_p95_ms))));
     let plot = layout(root, "End-to-end latency percentiles per phase", &entries)?;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d((0..names.len() as i32 - 1).into_segmented(), 0.0..y_max * 1.15)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_desc("Percentile")
-        .y_desc("Latency (ms)")
-        .y_label_formatter(&|y| tick(*y))
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names.get(*i as usize).copied().unwrap_or("").to_string(),
-            SegmentValue::Last => String::new(),
-        })
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .draw()?;
+    let x_label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => names.get(*i as usize).copied().unwrap_or("").to_string(),
+        SegmentValue::Last => String::new(),
+    };
+    let mut chart = mesh_chart(
+        &plot,
+        FRAME,
+        (0..names.len() as i32 - 1).into_segmented(),
+        0.0..y_max * 1.15,
+        Axis { grid: false, ..Axis::new("Percentile", &x_label) },
+        Axis::new("Latency (ms)", &|y| tick(*y)),
+    )?;
     for (i, p) in c.phases.iter().enumerate() {
         let col = color(i);
         let data: Vec<(SegmentValue<i32>, f64)> =
@@ -335,20 +387,14 @@ where
         })
         .collect();
     let plot = layout(root, &format!("{name} over time"), &entries)?;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..x_max * 1.02, 0.0..105.0)?;
-    chart
-        .configure_mesh()
-        .x_desc("Time since the first sample (s)")
-        .y_desc(format!("{name} (%)"))
-        .x_label_formatter(&|x| tick(*x))
-        .y_label_formatter(&|y| tick(*y))
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .draw()?;
+    let mut chart = mesh_chart(
+        &plot,
+        FRAME,
+        0.0..x_max * 1.02,
+        0.0..105.0,
+        Axis::new("Time since the first sample (s)", &|x| tick(*x)),
+        Axis::new(&format!("{name} (%)"), &|y| tick(*y)),
+    )?;
     for (i, p) in phases.iter().enumerate() {
         let Some(u) = &p.util else { continue };
         chart.draw_series(LineSeries::new(u.points.iter().copied(), color(i).stroke_width(2)))?;
@@ -369,24 +415,19 @@ where
     let labels: Vec<String> = c.phases.iter().map(|p| p.label.clone()).collect();
     let dev = device::noun(c);
     let plot = layout(root, title, &[])?;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(100)
-        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_max * 1.2)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_desc("Phase")
-        .y_desc("Cost per year")
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
-            SegmentValue::Last => String::new(),
-        })
-        .y_label_formatter(&|y| super::verdict::money(*y))
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .draw()?;
+    let x_label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+        SegmentValue::Last => String::new(),
+    };
+    // Wider y labels: the amounts are money.
+    let mut chart = mesh_chart(
+        &plot,
+        Frame { y_label_area: 100, ..FRAME },
+        (0..n - 1).into_segmented(),
+        0.0..y_max * 1.2,
+        Axis { grid: false, ..Axis::new("Phase", &x_label) },
+        Axis::new("Cost per year", &|y| super::verdict::money(*y)),
+    )?;
     // Bars at most about 180 px wide, whatever the number of phases.
     let bar_margin = ((860.0 / n.max(1) as f64 - 180.0) / 2.0).max(30.0) as u32;
     for (i, p) in c.phases.iter().enumerate() {

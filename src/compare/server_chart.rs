@@ -6,12 +6,14 @@ use plotters::prelude::*;
 
 use crate::report::{Comparison, ReplicaMetrics, RunReport};
 
-use super::charts::{color, layout, tick, DrawResult};
-use super::plot::{Hover, LegendEntry, FONT};
+use super::charts::{color, layout, mesh_chart, tick, Axis, DrawResult, Frame, FRAME};
+use super::plot::{Hover, LegendEntry};
 use super::inputs::PhaseData;
 
 pub const FILE: &str = "server-metrics.png";
 pub const TITLE: &str = "KV-cache use and waiting requests over time";
+/// Two panels share the height: a smaller frame and fonts.
+const PANEL: Frame = Frame { margin: 12, x_label_area: 45, label_font: 14, desc_font: 16, ..FRAME };
 
 /// The operating point's replicas of each phase, in phase order.
 fn replicas<'a>(c: &Comparison, phases: &'a [PhaseData]) -> Vec<(usize, &'a str, &'a [ReplicaMetrics])> {
@@ -58,20 +60,14 @@ where
         ("Requests waiting", " waiting", w_max * 1.15, |p| p.waiting),
     ];
     for (panel, (y_desc, unit, y_max, get)) in panels.iter().zip(specs) {
-        let mut chart = ChartBuilder::on(panel)
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(80)
-            .build_cartesian_2d(x_min..x_max * 1.02, 0.0..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("Time since the start of the measurement (s)")
-            .y_desc(y_desc)
-            .x_label_formatter(&|x| tick(*x))
-            .y_label_formatter(&|y| tick(*y))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()?;
+        let mut chart = mesh_chart(
+            panel,
+            PANEL,
+            x_min..x_max * 1.02,
+            0.0..y_max,
+            Axis::new("Time since the start of the measurement (s)", &|x| tick(*x)),
+            Axis::new(y_desc, &|y| tick(*y)),
+        )?;
         for (i, label, replicas) in &data {
             let col = color(*i);
             for r in replicas.iter() {

@@ -14,109 +14,136 @@ pub fn write(c: &Comparison) -> String {
     };
     let dev = device::noun(c);
     let mut s: Vec<String> = Vec::new();
-    let per_gpu = |p: &PhaseSummary| p.requests_per_min / p.gpus;
-
     if ps.len() == 1 {
-        s.push(format!(
-            "Only one phase was measured: {} serves {} req/min per {dev} at a p95 latency of {}.",
-            first.label,
-            rpm(per_gpu(first)),
-            human_ms(first.latency_p95_ms)
-        ));
+        s.push(single_phase(first, dev));
     } else {
-        // Throughput per device: what one gives in each deployment.
-        let mut order: Vec<&PhaseSummary> = ps.iter().collect();
-        order.sort_by(|a, b| per_gpu(b).total_cmp(&per_gpu(a)));
-        let (best, second) = (order[0], order[1]);
-        let other = if best.label == first.label { second } else { first };
-        let ratio = if per_gpu(other) > 0.0 { per_gpu(best) / per_gpu(other) } else { f64::INFINITY };
-        if ratio < 1.05 {
-            s.push(format!(
-                "{} and {} get about as much out of a {dev}: {} and {} req/min per {dev}.",
-                best.label,
-                other.label,
-                rpm(per_gpu(best)),
-                rpm(per_gpu(other))
-            ));
-        } else {
-            s.push(format!(
-                "{} gets the most out of a {dev}: {} req/min per {dev}, {} {}'s {}.",
-                best.label,
-                rpm(per_gpu(best)),
-                times(ratio),
-                other.label,
-                rpm(per_gpu(other))
-            ));
-        }
-
-        let fastest = ps.iter().fold(first, |a, b| if b.latency_p95_ms < a.latency_p95_ms { b } else { a });
-        if fastest.latency_p95_ms <= 0.0 {
-            // Nothing sensible to say about latencies that round to zero.
-        } else if fastest.label == best.label {
-            s.push(format!("It also answers fastest, with a p95 latency of {}.", human_ms(best.latency_p95_ms)));
-        } else {
-            let more = (best.latency_p95_ms / fastest.latency_p95_ms - 1.0) * 100.0;
-            if more < 0.5 {
-                s.push(format!("It answers as fast as {}, with a p95 latency of {}.", fastest.label, human_ms(best.latency_p95_ms)));
-            } else {
-                s.push(format!(
-                    "{} answers fastest (p95 {}); {}'s p95 of {} is {:.0}% higher.",
-                    fastest.label,
-                    human_ms(fastest.latency_p95_ms),
-                    best.label,
-                    human_ms(best.latency_p95_ms),
-                    more
-                ));
-            }
-        }
+        let (best, throughput) = throughput(ps, first, dev);
+        s.push(throughput);
+        s.extend(latency(ps, first, best));
     }
-    if let Some(text) = utilization(ps) {
-        s.push(text);
-    }
+    s.extend(utilization(ps));
+    s.extend(cost(c, dev));
+    s.extend(missed_slo(ps));
+    s.join(" ")
+}
 
-    // Cost for the target.
+/// Requests per minute that one device gives in a phase.
+fn per_gpu(p: &PhaseSummary) -> f64 {
+    p.requests_per_min / p.gpus
+}
+
+/// The only sentence about throughput and latency when one phase was measured.
+fn single_phase(first: &PhaseSummary, dev: &str) -> String {
+    format!(
+        "Only one phase was measured: {} serves {} req/min per {dev} at a p95 latency of {}.",
+        first.label,
+        rpm(per_gpu(first)),
+        human_ms(first.latency_p95_ms)
+    )
+}
+
+/// The throughput sentence: what one device gives in each deployment; with the phase
+/// that gets the most out of one.
+fn throughput<'a>(ps: &'a [PhaseSummary], first: &'a PhaseSummary, dev: &str) -> (&'a PhaseSummary, String) {
+    let mut order: Vec<&PhaseSummary> = ps.iter().collect();
+    order.sort_by(|a, b| per_gpu(b).total_cmp(&per_gpu(a)));
+    let (best, second) = (order[0], order[1]);
+    let other = if best.label == first.label { second } else { first };
+    let ratio = if per_gpu(other) > 0.0 { per_gpu(best) / per_gpu(other) } else { f64::INFINITY };
+    let text = if ratio < 1.05 {
+        format!(
+            "{} and {} get about as much out of a {dev}: {} and {} req/min per {dev}.",
+            best.label,
+            other.label,
+            rpm(per_gpu(best)),
+            rpm(per_gpu(other))
+        )
+    } else {
+        format!(
+            "{} gets the most out of a {dev}: {} req/min per {dev}, {} {}'s {}.",
+            best.label,
+            rpm(per_gpu(best)),
+            times(ratio),
+            other.label,
+            rpm(per_gpu(other))
+        )
+    };
+    (best, text)
+}
+
+/// The latency sentence, said against the phase with the best throughput; nothing when
+/// the latencies round to zero.
+fn latency(ps: &[PhaseSummary], first: &PhaseSummary, best: &PhaseSummary) -> Option<String> {
+    let fastest = ps.iter().fold(first, |a, b| if b.latency_p95_ms < a.latency_p95_ms { b } else { a });
+    if fastest.latency_p95_ms <= 0.0 {
+        return None;
+    }
+    if fastest.label == best.label {
+        return Some(format!("It also answers fastest, with a p95 latency of {}.", human_ms(best.latency_p95_ms)));
+    }
+    let more = (best.latency_p95_ms / fastest.latency_p95_ms - 1.0) * 100.0;
+    Some(if more < 0.5 {
+        format!("It answers as fast as {}, with a p95 latency of {}.", fastest.label, human_ms(best.latency_p95_ms))
+    } else {
+        format!(
+            "{} answers fastest (p95 {}); {}'s p95 of {} is {:.0}% higher.",
+            fastest.label,
+            human_ms(fastest.latency_p95_ms),
+            best.label,
+            human_ms(best.latency_p95_ms),
+            more
+        )
+    })
+}
+
+/// The cost sentence for the target: the cheapest phase, against the dearest when they
+/// differ; nothing when no phase has a cost.
+fn cost(c: &Comparison, dev: &str) -> Option<String> {
+    let ps = &c.phases;
     let slo = slo_text(c);
     let costed: Vec<&PhaseSummary> = ps.iter().filter(|p| p.yearly_cost.is_some()).collect();
     let target = format_count(c.cost_model.target_rpm);
-    if let Some(&head) = costed.first() {
-        let y = |p: &PhaseSummary| p.yearly_cost.unwrap_or(0.0);
-        let cheap = costed.iter().copied().fold(head, |a, b| if y(b) < y(a) { b } else { a });
-        let dear = costed.iter().copied().fold(head, |a, b| if y(b) > y(a) { b } else { a });
-        if costed.len() == 1 || y(dear) <= y(cheap) {
-            let who = match costed.len() {
-                1 => cheap.label.clone(),
-                n if n == ps.len() => "every phase".into(),
-                _ => join(&costed.iter().map(|p| p.label.as_str()).collect::<Vec<_>>()),
-            };
-            s.push(format!(
-                "Serving {target} req/min{slo} takes {} with {who} ({} a year).",
-                devices(cheap.gpus_needed, dev),
-                money(y(cheap))
-            ));
-        } else {
-            let saving = y(dear) - y(cheap);
-            s.push(format!(
-                "Serving {target} req/min{slo} takes {} with {} ({} a year) against {} with {} ({}): {} ({:.0}%) less a year.",
-                devices(cheap.gpus_needed, dev),
-                cheap.label,
-                money(y(cheap)),
-                devices(dear.gpus_needed, dev),
-                dear.label,
-                money(y(dear)),
-                money(saving),
-                saving / y(dear) * 100.0
-            ));
-        }
-    }
-    let missed: Vec<&str> = ps.iter().filter(|p| !p.meets_slo).map(|p| p.label.as_str()).collect();
-    if !missed.is_empty() {
-        s.push(format!(
-            "{} met the SLO at no measured point, so {} no cost for the target.",
-            join(&missed),
-            if missed.len() == 1 { "it has" } else { "they have" }
+    let head = *costed.first()?;
+    let y = |p: &PhaseSummary| p.yearly_cost.unwrap_or(0.0);
+    let cheap = costed.iter().copied().fold(head, |a, b| if y(b) < y(a) { b } else { a });
+    let dear = costed.iter().copied().fold(head, |a, b| if y(b) > y(a) { b } else { a });
+    if costed.len() == 1 || y(dear) <= y(cheap) {
+        let who = match costed.len() {
+            1 => cheap.label.clone(),
+            n if n == ps.len() => "every phase".into(),
+            _ => join(&costed.iter().map(|p| p.label.as_str()).collect::<Vec<_>>()),
+        };
+        return Some(format!(
+            "Serving {target} req/min{slo} takes {} with {who} ({} a year).",
+            devices(cheap.gpus_needed, dev),
+            money(y(cheap))
         ));
     }
-    s.join(" ")
+    let saving = y(dear) - y(cheap);
+    Some(format!(
+        "Serving {target} req/min{slo} takes {} with {} ({} a year) against {} with {} ({}): {} ({:.0}%) less a year.",
+        devices(cheap.gpus_needed, dev),
+        cheap.label,
+        money(y(cheap)),
+        devices(dear.gpus_needed, dev),
+        dear.label,
+        money(y(dear)),
+        money(saving),
+        saving / y(dear) * 100.0
+    ))
+}
+
+/// The phases that met the SLO at no measured point; nothing when every phase did.
+fn missed_slo(ps: &[PhaseSummary]) -> Option<String> {
+    let missed: Vec<&str> = ps.iter().filter(|p| !p.meets_slo).map(|p| p.label.as_str()).collect();
+    if missed.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} met the SLO at no measured point, so {} no cost for the target.",
+        join(&missed),
+        if missed.len() == 1 { "it has" } else { "they have" }
+    ))
 }
 
 /// The utilization sentence: the range over the phases with a metric series, a tie said

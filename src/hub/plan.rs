@@ -6,7 +6,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::api::HubClient;
+use super::api::{FileMeta, HubClient};
 use super::error::HubError;
 use super::layout::{CacheRepo, LocalDir};
 use super::lock;
@@ -82,13 +82,7 @@ struct Entry {
 /// The whole command, minus printing.
 pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result<Summary, HubError> {
     let started = Instant::now();
-    check_repo_id(&args.repo_id)?;
-    for f in &args.files {
-        check_repo_path(f).map_err(|e| HubError::Usage(format!("bad FILE argument: {e}")))?;
-    }
-    if args.revision.trim().is_empty() {
-        return Err(HubError::Usage("--revision is empty: give a branch, tag or commit".into()));
-    }
+    check_args(args)?;
     let selection = Selection::new(&args.include, &args.exclude)?;
     let cache = CacheRepo::new(&settings::cache_dir(args.cache_dir.as_deref(), env), args.repo_type, &args.repo_id);
     let target = match &args.local_dir {
@@ -119,9 +113,33 @@ pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result
         Err(e) => return Err(e),
     };
 
+    let entries = list_entries(&client, &commit, args, &selection).await?;
+    if !args.dry_run {
+        prepare_target(&target, args, &commit)?;
+    }
+    let (mut reports, todo) = split_present(&target, &commit, entries)?;
+    reports.extend(fetch_all(&client, &target, &commit, todo, quiet, args).await?);
+    reports.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(summary(args, commit, reports, &target, false, started))
+}
+
+/// The repository id, the FILE arguments and the revision, before anything is asked.
+fn check_args(args: &DownloadArgs) -> Result<(), HubError> {
+    check_repo_id(&args.repo_id)?;
+    for f in &args.files {
+        check_repo_path(f).map_err(|e| HubError::Usage(format!("bad FILE argument: {e}")))?;
+    }
+    if args.revision.trim().is_empty() {
+        return Err(HubError::Usage("--revision is empty: give a branch, tag or commit".into()));
+    }
+    Ok(())
+}
+
+/// The files to consider: the FILE arguments, else the tree listing filtered by the selection.
+async fn list_entries(client: &HubClient, commit: &str, args: &DownloadArgs, selection: &Selection) -> Result<Vec<Entry>, HubError> {
     let entries: Vec<Entry> = if args.files.is_empty() {
         let mut entries = Vec::new();
-        for item in client.list_files(&commit).await? {
+        for item in client.list_files(commit).await? {
             if !selection.matches(&item.path) {
                 continue;
             }
@@ -136,26 +154,26 @@ pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result
     if entries.is_empty() {
         return Err(HubError::NothingMatched { repo: args.repo_id.clone(), revision: args.revision.clone() });
     }
+    Ok(entries)
+}
 
-    match &target {
+/// Makes the target's folders; the cache also records which commit the revision names.
+fn prepare_target(target: &Target, args: &DownloadArgs, commit: &str) -> Result<(), HubError> {
+    match target {
         Target::Cache(c) => {
-            if !args.dry_run {
-                c.prepare()?;
-                c.write_ref(&args.revision, &commit)?;
-            }
+            c.prepare()?;
+            c.write_ref(&args.revision, commit)
         }
-        Target::Local(l) => {
-            if !args.dry_run {
-                l.prepare()?;
-            }
-        }
+        Target::Local(l) => l.prepare(),
     }
+}
 
-    // Already complete: nothing to fetch, not even a HEAD.
+/// The files already complete (nothing to fetch, not even a HEAD), and the ones to fetch.
+fn split_present(target: &Target, commit: &str, entries: Vec<Entry>) -> Result<(Vec<FileReport>, Vec<Entry>), HubError> {
     let mut reports = Vec::new();
     let mut todo = Vec::new();
     for entry in entries {
-        match already_there(&target, &commit, &entry)? {
+        match already_there(target, commit, &entry)? {
             Some(local_path) => reports.push(FileReport {
                 size: entry.size.or_else(|| std::fs::metadata(&local_path).ok().map(|m| m.len())),
                 path: entry.path,
@@ -167,12 +185,24 @@ pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result
             None => todo.push(entry),
         }
     }
+    Ok((reports, todo))
+}
 
+/// Fetches the files in parallel (`--max-workers`); the first error is returned, the
+/// others are printed unless `quiet`.
+async fn fetch_all(
+    client: &HubClient,
+    target: &Target,
+    commit: &str,
+    todo: Vec<Entry>,
+    quiet: bool,
+    args: &DownloadArgs,
+) -> Result<Vec<FileReport>, HubError> {
     let total: u64 = todo.iter().filter_map(|e| e.size).sum();
     let progress = Progress::new(quiet || args.dry_run, total, todo.len());
     let workers = usize::from(args.max_workers);
     let results: Vec<Result<FileReport, HubError>> = futures_util::stream::iter(todo)
-        .map(|entry| fetch_one(&client, &target, &commit, entry, &progress, args))
+        .map(|entry| fetch_one(client, target, commit, entry, &progress, args))
         .map(|f| async {
             // Name the revision the user gave, not the commit it resolved to.
             f.await.map_err(|e| match e {
@@ -185,6 +215,7 @@ pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result
         .await;
     progress.finish();
 
+    let mut reports = Vec::new();
     let mut first_error = None;
     for result in results {
         match result {
@@ -197,11 +228,10 @@ pub async fn download(args: &DownloadArgs, quiet: bool, env: &dyn Env) -> Result
             }
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(reports),
     }
-    reports.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(summary(args, commit, reports, &target, false, started))
 }
 
 /// The local path of a file that needs no download, if any.
@@ -273,23 +303,7 @@ async fn fetch_one(
                 report.status = "linked";
                 progress.add(size.unwrap_or(0) as i64);
             } else {
-                let bar = progress.file(&entry.path, size);
-                let job = Job {
-                    name: &entry.path,
-                    url: meta.location.clone(),
-                    size,
-                    etag: &meta.etag,
-                    incomplete: c.blob_incomplete(&meta.etag),
-                    dest: blob.clone(),
-                    connections: usize::from(args.connections),
-                    no_verify: args.no_verify,
-                };
-                let outcome = transfer::fetch(client, &job, progress, &bar).await;
-                bar.finish_and_clear();
-                let outcome = outcome?;
-                report.fetched_bytes = outcome.fetched;
-                report.resumed_bytes = outcome.resumed;
-                report.size = Some(outcome.size);
+                transfer_into(client, &meta, c.blob_incomplete(&meta.etag), blob.clone(), &mut report, progress, args).await?;
             }
             c.link(commit, &entry.path, &meta.etag)?;
         }
@@ -306,27 +320,43 @@ async fn fetch_one(
                 progress.add(size.unwrap_or(0) as i64);
                 return Ok(report);
             }
-            let bar = progress.file(&entry.path, size);
-            let job = Job {
-                name: &entry.path,
-                url: meta.location.clone(),
-                size,
-                etag: &meta.etag,
-                incomplete: l.incomplete(&entry.path, &meta.etag),
-                dest: report.local_path.clone(),
-                connections: usize::from(args.connections),
-                no_verify: args.no_verify,
-            };
-            let outcome = transfer::fetch(client, &job, progress, &bar).await;
-            bar.finish_and_clear();
-            let outcome = outcome?;
-            report.fetched_bytes = outcome.fetched;
-            report.resumed_bytes = outcome.resumed;
-            report.size = Some(outcome.size);
+            let dest = report.local_path.clone();
+            transfer_into(client, &meta, l.incomplete(&entry.path, &meta.etag), dest, &mut report, progress, args).await?;
             l.write(&entry.path, &meta.commit, &meta.etag)?;
         }
     }
     Ok(report)
+}
+
+/// Fetches the file of `report` into `dest`, resuming from `incomplete`, with its own
+/// progress bar; the report gets the bytes fetched, resumed and the final size.
+async fn transfer_into(
+    client: &HubClient,
+    meta: &FileMeta,
+    incomplete: PathBuf,
+    dest: PathBuf,
+    report: &mut FileReport,
+    progress: &Progress,
+    args: &DownloadArgs,
+) -> Result<(), HubError> {
+    let bar = progress.file(&report.path, report.size);
+    let job = Job {
+        name: &report.path,
+        url: meta.location.clone(),
+        size: report.size,
+        etag: &meta.etag,
+        incomplete,
+        dest,
+        connections: usize::from(args.connections),
+        no_verify: args.no_verify,
+    };
+    let outcome = transfer::fetch(client, &job, progress, &bar).await;
+    bar.finish_and_clear();
+    let outcome = outcome?;
+    report.fetched_bytes = outcome.fetched;
+    report.resumed_bytes = outcome.resumed;
+    report.size = Some(outcome.size);
+    Ok(())
 }
 
 /// Offline: answer from the cache or the local folder alone.
@@ -345,11 +375,7 @@ fn from_disk(args: &DownloadArgs, selection: &Selection, target: &Target, starte
             let missing = || HubError::OfflineNotCached { what: what.clone(), dir: c.cache_dir.clone() };
             let commit = if is_commit_hash(&args.revision) { Some(args.revision.clone()) } else { c.read_ref(&args.revision) };
             let commit = commit.filter(|commit| c.snapshot(commit).is_dir()).ok_or_else(missing)?;
-            let paths = if args.files.is_empty() {
-                c.snapshot_files(&commit).into_iter().filter(|p| selection.matches(p)).collect()
-            } else {
-                args.files.clone()
-            };
+            let paths = requested(args, selection, || c.snapshot_files(&commit));
             let mut reports = Vec::new();
             for p in paths {
                 let pointer = c.pointer(&commit, &p);
@@ -361,13 +387,11 @@ fn from_disk(args: &DownloadArgs, selection: &Selection, target: &Target, starte
             (commit, reports, c.cache_dir.clone())
         }
         Target::Local(l) => {
-            let paths = if args.files.is_empty() {
+            let paths = requested(args, selection, || {
                 let mut all = Vec::new();
                 list_local(&l.root, "", &mut all);
-                all.into_iter().filter(|p| selection.matches(p)).collect()
-            } else {
-                args.files.clone()
-            };
+                all
+            });
             let mut reports = Vec::new();
             let mut commit = String::new();
             for p in paths {
@@ -387,6 +411,15 @@ fn from_disk(args: &DownloadArgs, selection: &Selection, target: &Target, starte
         return Err(HubError::OfflineNotCached { what, dir });
     }
     Ok(summary(args, commit, reports, target, true, started))
+}
+
+/// The FILE arguments, else the files on disk (from `on_disk`) that the selection matches.
+fn requested(args: &DownloadArgs, selection: &Selection, on_disk: impl FnOnce() -> Vec<String>) -> Vec<String> {
+    if args.files.is_empty() {
+        on_disk().into_iter().filter(|p| selection.matches(p)).collect()
+    } else {
+        args.files.clone()
+    }
 }
 
 fn list_local(dir: &Path, prefix: &str, out: &mut Vec<String>) {
