@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::run::{run_all, Display};
-use super::{prepare, render, render_sweep, shard, summary, LoadTestArgs, LoadTestError};
+use super::{prepare, render, render_sweep, shard, LoadTestArgs, LoadTestError};
 use crate::report::{RunReportFile, RunSet, RUN_SCHEMA_VERSION};
 use crate::support::cli::{print_line, print_out};
 use crate::ExitStatus;
@@ -49,7 +49,7 @@ pub async fn run_cli(args: LoadTestArgs, quiet: bool) -> Result<ExitStatus, Load
         if runs.len() > 1 {
             print_out(&render_sweep(runs));
             if let RunReportFile::Sweep(RunSet { sweep: Some(s), .. }) = &file {
-                print_line(&summary::render_knee(s));
+                print_line(&super::render::render_knee(s));
             }
         } else if let Some(r) = runs.first() {
             print_out(&render(r));

@@ -27,7 +27,7 @@ use super::driver::Live;
 use super::recorder::Recorder;
 use super::server_metrics::Latest;
 use crate::report::LatencySummary;
-use super::summary::rate;
+use super::render::rate;
 use crate::support::fmt::{human_ms, thousands};
 
 fn grouped(n: u64) -> String {

@@ -20,6 +20,7 @@ mod native;
 mod options;
 mod plan;
 mod recorder;
+mod render;
 mod requests_csv;
 mod run;
 mod schedule;
@@ -40,7 +41,7 @@ pub use options::*;
 pub use run::{run, run_all, Display};
 pub use plan::{prepare, Plan, DEFAULT_THROUGHPUT_CONCURRENCY};
 pub use schedule::{Gaps, Shape};
-pub use summary::{render, render_sweep};
+pub use render::{render, render_sweep};
 
 use crate::report;
 use crate::ExitStatus;
