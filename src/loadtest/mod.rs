@@ -19,6 +19,7 @@ mod live;
 mod native;
 mod options;
 mod plan;
+mod prompts;
 mod recorder;
 mod render;
 mod requests_csv;

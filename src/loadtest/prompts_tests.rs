@@ -1,4 +1,4 @@
-//! Unit tests of `loadtest/plan.rs`.
+//! Unit tests of `loadtest/prompts.rs`.
 
 use super::*;
 
