@@ -157,29 +157,11 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
     for url in &urls {
         check_reachable(url).await?;
     }
-    // The shards of a run load the same servers: by default only the first scrapes them.
-    let shard_of_many = Shard::resolve(args.shard.as_deref(), args.shards, std::env::var(JOB_INDEX_ENV).ok().as_deref())
-        .is_ok_and(|s| s.index > 0);
-    let source = match &args.server_metrics {
-        super::options::ServerMetricsSource::Auto if shard_of_many => super::options::ServerMetricsSource::Off,
-        other => other.clone(),
-    };
-    let server_metrics = probe(&source, &urls, args.server_metrics_interval).await;
+    let server_metrics = server_metrics_plan(args, &urls).await;
     if api == ApiKind::Generate && args.api == super::options::ApiChoice::Auto && is_tgi(&urls[0]).await {
         api = ApiKind::TgiGenerate;
     }
-    let mut environment = EnvironmentStamp::collect();
-    let mut server = describe_server(&urls[0], "/v1/models").await;
-    if server.is_none() && api.ndjson() {
-        // Ollama's own model list: older versions have no /v1/models.
-        server = describe_server(&urls[0], "/api/tags").await;
-    }
-    let model = match (&args.model, api.needs_model()) {
-        (Some(m), _) => Some(m.clone()),
-        (None, true) => Some(first_model(&urls[0], server.as_ref())?),
-        (None, false) => None,
-    };
-    environment.server = server;
+    let (environment, model) = describe(args, api, &urls[0]).await?;
     let tokenizer = match &args.tokenizer {
         Some(spec) => Some(Arc::new(PromptTokenizer::load(spec)?)),
         None if args.input_tokens.is_some() || args.shared_prefix_tokens.is_some() => {
@@ -258,6 +240,36 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
         shard: shard_info,
         server_metrics,
     })
+}
+
+/// What `--server-metrics` reads during the run. The shards of a run load the same servers:
+/// by default only the first scrapes them.
+async fn server_metrics_plan(args: &LoadTestArgs, urls: &[reqwest::Url]) -> ServerMetricsPlan {
+    let shard_of_many = Shard::resolve(args.shard.as_deref(), args.shards, std::env::var(JOB_INDEX_ENV).ok().as_deref())
+        .is_ok_and(|s| s.index > 0);
+    let source = match &args.server_metrics {
+        super::options::ServerMetricsSource::Auto if shard_of_many => super::options::ServerMetricsSource::Off,
+        other => other.clone(),
+    };
+    probe(&source, urls, args.server_metrics_interval).await
+}
+
+/// This machine's stamp with what the server says of itself, and the model to ask for
+/// (`--model`, else the server's first, where the API needs one).
+async fn describe(args: &LoadTestArgs, api: ApiKind, url: &reqwest::Url) -> Result<(EnvironmentStamp, Option<String>), LoadTestError> {
+    let mut environment = EnvironmentStamp::collect();
+    let mut server = describe_server(url, "/v1/models").await;
+    if server.is_none() && api.ndjson() {
+        // Ollama's own model list: older versions have no /v1/models.
+        server = describe_server(url, "/api/tags").await;
+    }
+    let model = match (&args.model, api.needs_model()) {
+        (Some(m), _) => Some(m.clone()),
+        (None, true) => Some(first_model(url, server.as_ref())?),
+        (None, false) => None,
+    };
+    environment.server = server;
+    Ok((environment, model))
 }
 
 /// A sharded run has one point, and every shard gets at least one closed-loop worker.
