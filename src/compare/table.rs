@@ -6,6 +6,7 @@ use super::cost::{self, HOURS_PER_YEAR};
 use super::inputs::PhaseData;
 use super::{device, verdict, CompareError, CompareRequest};
 use crate::support::fmt::format_count;
+use crate::support::fmt::round;
 
 pub fn build(phases: &[PhaseData], request: &CompareRequest) -> Result<Comparison, CompareError> {
     let mut notes = Vec::new();
@@ -177,11 +178,6 @@ fn latency<'a>(run: &'a RunReport, metric: &str) -> Option<&'a LatencySummary> {
         "itl" => l.itl.as_ref(),
         _ => None,
     }
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
 }
 
 /// The util row's name: what the metric series measured.

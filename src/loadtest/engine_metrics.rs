@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::device::exposition::{Exposition, MetricType};
 use crate::report::{ReplicaMetrics, ServerMetricsPoint, ServerMetricsSummary};
+use crate::support::fmt::round;
 
 /// Families of more series than this are left out of `raw`.
 const MAX_RAW_SERIES_PER_FAMILY: usize = 4;
@@ -182,10 +183,6 @@ pub struct Collected {
     pub errors: u64,
 }
 
-fn round(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
-}
-
 /// The replica's series (from the last scrape before `window_start` on) and its summary.
 pub fn summarize(c: Collected, window_start: Option<Instant>) -> ReplicaMetrics {
     let origin = window_start.or_else(|| c.readings.first().map(|r| r.0));
@@ -206,11 +203,11 @@ pub fn summarize(c: Collected, window_start: Option<Instant>) -> ReplicaMetrics 
                 t_s: (t_s * 1000.0).round() / 1000.0,
                 running: r.running,
                 waiting: r.waiting,
-                kv_usage: r.kv_usage.map(round),
+                kv_usage: r.kv_usage.map(|x| round(x, 4)),
                 preemptions: pre.push(r.preemptions_total),
                 prefix_hits: hits.push(r.prefix_hits_total),
                 prefix_queries: queries.push(r.prefix_queries_total),
-                prefix_hit_rate: r.prefix_hit_rate.map(round),
+                prefix_hit_rate: r.prefix_hit_rate.map(|x| round(x, 4)),
                 raw: r.raw.clone(),
             }
         })
@@ -225,8 +222,8 @@ fn summary_of(series: &[ServerMetricsPoint], samples: u64, errors: u64) -> Serve
     let points: Vec<&ServerMetricsPoint> = if inside.is_empty() { series.iter().collect() } else { inside };
     let stat = |get: fn(&ServerMetricsPoint) -> Option<f64>| {
         let v: Vec<f64> = points.iter().filter_map(|p| get(p)).collect();
-        let mean = (!v.is_empty()).then(|| round(v.iter().sum::<f64>() / v.len() as f64));
-        (mean, v.into_iter().reduce(f64::max).map(round))
+        let mean = (!v.is_empty()).then(|| round(v.iter().sum::<f64>() / v.len() as f64, 4));
+        (mean, v.into_iter().reduce(f64::max).map(|x| round(x, 4)))
     };
     let (kv_usage_mean, kv_usage_peak) = stat(|p| p.kv_usage);
     let (waiting_mean, waiting_peak) = stat(|p| p.waiting);
@@ -234,7 +231,7 @@ fn summary_of(series: &[ServerMetricsPoint], samples: u64, errors: u64) -> Serve
     let (rate_mean, _) = stat(|p| p.prefix_hit_rate);
     let last = |get: fn(&ServerMetricsPoint) -> Option<f64>| series.iter().rev().find_map(get);
     let prefix_cache_hit_rate = match (last(|p| p.prefix_hits), last(|p| p.prefix_queries)) {
-        (Some(h), Some(q)) if q > 0.0 => Some(round(h / q)),
+        (Some(h), Some(q)) if q > 0.0 => Some(round(h / q, 4)),
         _ => rate_mean,
     };
     ServerMetricsSummary {

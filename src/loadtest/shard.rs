@@ -10,6 +10,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::report::ShardInfo;
+pub use crate::support::fmt::rfc3339_ms;
+use crate::support::fmt::round3;
 
 /// The environment variable Kubernetes sets in each pod of an Indexed Job.
 pub const JOB_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
@@ -112,13 +114,6 @@ pub fn instant_of(at: SystemTime) -> Instant {
     }
 }
 
-/// RFC 3339 with milliseconds, in UTC.
-pub fn rfc3339_ms(t: SystemTime) -> String {
-    let dt: time::OffsetDateTime = t.into();
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    dt.format(&fmt).unwrap_or_default()
-}
-
 pub fn unix_ms(t: SystemTime) -> f64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
@@ -161,10 +156,6 @@ pub fn estimate_offset(probes: &[DateProbe]) -> Option<ClockOffset> {
     let local = (ms(p.sent) + ms(p.received)) / 2.0;
     let server = p.server_s as f64 * 1000.0 + 500.0;
     Some(ClockOffset { offset_ms: round3(server - local), error_ms: round3(500.0 + (ms(p.received) - ms(p.sent)) / 2.0) })
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// Measures the offset of the target's clock against the `Date` header of `GET {base}/`,

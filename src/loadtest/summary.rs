@@ -9,7 +9,7 @@ use crate::report::{
     encode_histogram, ClientCheck, Counts, EnvironmentStamp, Goodput, Histograms, Latencies, LatencySummary, RunReport,
     SeriesPoint, ShardInfo, Target, Throughput, Workload, RUN_SCHEMA_VERSION, PrefixCacheSummary, SessionSummary,
 };
-use crate::support::fmt::human_ms;
+use crate::support::fmt::{human_ms, rfc3339, round};
 #[cfg(test)]
 use super::render::{rate, render, render_sweep};
 #[cfg(test)]
@@ -285,16 +285,6 @@ fn series(outcome: &Outcome) -> Vec<SeriesPoint> {
             e2e_max_ms: (b.ok > 0).then(|| round(b.e2e_max_us as f64 / 1000.0, 3)),
         })
         .collect()
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let dt: time::OffsetDateTime = t.into();
-    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 #[cfg(test)]

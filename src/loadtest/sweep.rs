@@ -3,6 +3,7 @@
 //! measured. The knee is the highest rate before latency grows faster than throughput.
 
 use crate::report::{RunReport, SweepSummary};
+use crate::support::fmt::round;
 
 pub const KNEE_DEFINITION: &str = "points in order of rate (the synchronous run first, the throughput run left out); \
 a step from one point to the next shows saturation when e2e p50 grows by a larger factor than achieved requests/s; \
@@ -14,11 +15,7 @@ when two steps in a row showed it";
 pub fn rates(synchronous: f64, throughput: f64, k: u32) -> Vec<f64> {
     let k = k.max(1);
     let (lo, hi) = if throughput > synchronous { (synchronous, throughput) } else { (throughput * 0.5, synchronous) };
-    (1..=k).map(|i| round(lo + (hi - lo) * f64::from(i) / f64::from(k))).filter(|r| *r > 0.0).collect()
-}
-
-fn round(r: f64) -> f64 {
-    (r * 1000.0).round() / 1000.0
+    (1..=k).map(|i| round(lo + (hi - lo) * f64::from(i) / f64::from(k), 3)).filter(|r| *r > 0.0).collect()
 }
 
 /// One point as the knee sees it: achieved requests/s and e2e p50 in ms.

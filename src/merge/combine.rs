@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use hdrhistogram::Histogram;
+use crate::support::fmt::round;
 
 use crate::report::{
     decode_histogram, encode_histogram, ClientCheck, Counts, Goodput, Histograms, Latencies, LatencySummary, MergedInput,
@@ -33,11 +34,6 @@ fn encoded_or_empty(h: &Histogram<u64>) -> String {
     } else {
         encode_histogram(h)
     }
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
 }
 
 /// Merges shard reports already checked to be the shards of one run, in any order.

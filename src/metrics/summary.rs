@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::report::{MetricSample, MetricSummary, SCHEMA_VERSION};
+use crate::support::fmt::round3;
 
 /// Utilization under this is idle.
 pub const IDLE_BELOW_PCT: f64 = 5.0;
@@ -149,10 +150,6 @@ impl SeriesSummary {
             })
             .collect()
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// One line per device, for people.

@@ -5,6 +5,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use crate::support::fmt::round3;
 
 /// Percentiles of one latency metric, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -41,10 +42,6 @@ impl LatencySummary {
             p99_9: ms(h.value_at_quantile(0.999)),
         })
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// Encodes a histogram as base64 of its HdrHistogram V2 serialization.

@@ -1,4 +1,28 @@
-//! Numbers and durations formatted for people.
+//! Numbers, durations and times formatted for people and reports.
+
+/// `x` rounded to `digits` decimals, as the reports write their numbers.
+pub fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+/// [`round`] to 3 decimals: milliseconds to the microsecond, shares to a tenth of a percent.
+pub fn round3(x: f64) -> f64 {
+    round(x, 3)
+}
+
+/// RFC 3339 in UTC (`2026-12-02T10:00:00Z`); empty should the time not be representable.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let dt: time::OffsetDateTime = t.into();
+    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// RFC 3339 in UTC with milliseconds (`2026-12-02T10:00:00.000Z`).
+pub fn rfc3339_ms(t: std::time::SystemTime) -> String {
+    let dt: time::OffsetDateTime = t.into();
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    dt.format(&fmt).unwrap_or_default()
+}
 
 /// Formats milliseconds for people: `812 µs`, `12.3 ms`, `2.41 s`.
 pub fn human_ms(ms: f64) -> String {
