@@ -78,3 +78,47 @@ fn server_metrics_of_llama_server() {
     // Two workers on four slots: llama-server reports them as processing.
     assert!(s["running_peak"].as_f64().is_some_and(|p| (0.0..=4.0).contains(&p)), "{s}");
 }
+
+#[test]
+fn two_shards_against_llama_server_merge_into_one_run() {
+    let Some(server) = LlamaServer::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("/v1/completions");
+    // Both shards start at once (spawned together, each waits 3 s) and run concurrently.
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("gpubench"))
+                .args(["load-test", "--url", &url, "--rate", "4", "--requests", "6", "--max-tokens", "8", "-q"])
+                .args(["--shard", &format!("{i}/2"), "--start-at", "+3s", "--out"])
+                .arg(dir.path().join(format!("s{i}.json")))
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let merged = dir.path().join("merged.json");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("gpubench"))
+        .args(["report", "merge"])
+        .arg(dir.path().join("s*.json"))
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+    common::assert_valid_report(&m);
+    assert_eq!(m["counts"]["sent"], 6, "{m:#}");
+    assert_eq!(m["counts"]["ok"], 6, "{m:#}");
+    assert_eq!(m["latency_ms"]["e2e"]["count"], 6);
+    for s in m["merged_from"].as_array().unwrap() {
+        assert_eq!(s["sent"], 3, "each shard sent its half: {s:#}");
+        // The offset comes from llama-server's own Date header, where it sends one.
+        if let Some(o) = s["shard"]["clock_offset_ms"].as_f64() {
+            assert!(o.abs() < 1000.0, "{s:#}");
+        }
+    }
+}
