@@ -157,7 +157,8 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
     for url in &urls {
         check_reachable(url).await?;
     }
-    let server_metrics = server_metrics_plan(args, &urls).await;
+    let shard = Shard::resolve(args.shard.as_deref(), args.shards, std::env::var(JOB_INDEX_ENV).ok().as_deref()).map_err(usage)?;
+    let server_metrics = server_metrics_plan(args, shard, &urls).await;
     if api == ApiKind::Generate && args.api == super::options::ApiChoice::Auto && is_tgi(&urls[0]).await {
         api = ApiKind::TgiGenerate;
     }
@@ -197,7 +198,6 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
     });
 
     let points = points(args, gaps, trace.as_ref().map(|t| t.offsets.clone()), requests)?;
-    let shard = Shard::resolve(args.shard.as_deref(), args.shards, std::env::var(JOB_INDEX_ENV).ok().as_deref()).map_err(usage)?;
     let workers = check_shard(shard, &points)?;
     let max_in_flight = match &points {
         Points::Fixed(p) => p.iter().map(in_flight).max().unwrap_or(1),
@@ -244,11 +244,9 @@ pub async fn prepare(args: &LoadTestArgs) -> Result<Plan, LoadTestError> {
 
 /// What `--server-metrics` reads during the run. The shards of a run load the same servers:
 /// by default only the first scrapes them.
-async fn server_metrics_plan(args: &LoadTestArgs, urls: &[reqwest::Url]) -> ServerMetricsPlan {
-    let shard_of_many = Shard::resolve(args.shard.as_deref(), args.shards, std::env::var(JOB_INDEX_ENV).ok().as_deref())
-        .is_ok_and(|s| s.index > 0);
+async fn server_metrics_plan(args: &LoadTestArgs, shard: Shard, urls: &[reqwest::Url]) -> ServerMetricsPlan {
     let source = match &args.server_metrics {
-        super::options::ServerMetricsSource::Auto if shard_of_many => super::options::ServerMetricsSource::Off,
+        super::options::ServerMetricsSource::Auto if shard.index > 0 => super::options::ServerMetricsSource::Off,
         other => other.clone(),
     };
     probe(&source, urls, args.server_metrics_interval).await
